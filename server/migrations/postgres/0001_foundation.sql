@@ -1,0 +1,125 @@
+-- Metadata objects are kept as their DHIS2 JSON so that fields Hisa does not
+-- model survive; the columns beside the body are what queries and sync need.
+CREATE TABLE metadata_object (
+    id            BIGSERIAL PRIMARY KEY,
+    uid           VARCHAR(11) NOT NULL UNIQUE,
+    type          TEXT        NOT NULL,
+    code          TEXT,
+    name          TEXT,
+    body          JSONB       NOT NULL,
+    created       TIMESTAMPTZ NOT NULL,
+    last_updated  TIMESTAMPTZ NOT NULL,
+    deleted       BOOLEAN     NOT NULL DEFAULT FALSE
+);
+CREATE INDEX metadata_object_type_updated ON metadata_object (type, last_updated);
+
+-- One row; bumped by every metadata change so that each server instance
+-- knows when its in-memory snapshot is stale.
+CREATE TABLE metadata_version (
+    id       INTEGER PRIMARY KEY CHECK (id = 1),
+    version  BIGINT  NOT NULL
+);
+INSERT INTO metadata_version (id, version) VALUES (1, 0);
+
+-- The org unit tree. `path` is '/rootUid/…/selfUid', so a subtree is the
+-- range [path, path || '0'): one index scan whatever its depth. COLLATE "C"
+-- makes that range byte order, which the index must follow.
+CREATE TABLE organisation_unit (
+    object_id     BIGINT PRIMARY KEY REFERENCES metadata_object (id),
+    uid           VARCHAR(11) NOT NULL UNIQUE,
+    parent_id     BIGINT REFERENCES organisation_unit (object_id),
+    path          TEXT COLLATE "C" NOT NULL,
+    level         INTEGER NOT NULL,
+    opening_date  DATE,
+    closed_date   DATE
+);
+CREATE INDEX organisation_unit_path ON organisation_unit (path);
+CREATE INDEX organisation_unit_parent ON organisation_unit (parent_id);
+
+-- Secrets stay out of the metadata body.
+CREATE TABLE user_credential (
+    user_id        BIGINT PRIMARY KEY REFERENCES metadata_object (id),
+    username       TEXT    NOT NULL,
+    username_key   TEXT    NOT NULL UNIQUE,
+    password_hash  TEXT,
+    disabled       BOOLEAN NOT NULL DEFAULT FALSE,
+    last_login     TIMESTAMPTZ,
+    password_last_updated TIMESTAMPTZ
+);
+
+CREATE TABLE api_token (
+    id           BIGSERIAL PRIMARY KEY,
+    uid          VARCHAR(11) NOT NULL UNIQUE,
+    user_id      BIGINT NOT NULL REFERENCES metadata_object (id),
+    token_hash   TEXT   NOT NULL UNIQUE,
+    expires_at   TIMESTAMPTZ,
+    created      TIMESTAMPTZ NOT NULL,
+    last_used    TIMESTAMPTZ
+);
+
+CREATE TABLE user_session (
+    id_hash      TEXT PRIMARY KEY,
+    user_id      BIGINT NOT NULL REFERENCES metadata_object (id),
+    csrf_token   TEXT NOT NULL,
+    created      TIMESTAMPTZ NOT NULL,
+    expires_at   TIMESTAMPTZ NOT NULL
+);
+
+CREATE TABLE period (
+    id           BIGSERIAL PRIMARY KEY,
+    iso          TEXT NOT NULL UNIQUE,
+    period_type  TEXT NOT NULL,
+    start_date   DATE NOT NULL,
+    end_date     DATE NOT NULL
+);
+CREATE INDEX period_dates ON period (start_date, end_date);
+
+-- The key of a data value is DHIS2's: data element × period × org unit ×
+-- category option combo × attribute option combo. Deletion is soft.
+CREATE TABLE data_value (
+    data_element_id            BIGINT NOT NULL REFERENCES metadata_object (id),
+    period_id                  BIGINT NOT NULL REFERENCES period (id),
+    org_unit_id                BIGINT NOT NULL REFERENCES organisation_unit (object_id),
+    category_option_combo_id   BIGINT NOT NULL REFERENCES metadata_object (id),
+    attribute_option_combo_id  BIGINT NOT NULL REFERENCES metadata_object (id),
+    value          TEXT,
+    comment        TEXT,
+    follow_up      BOOLEAN NOT NULL DEFAULT FALSE,
+    stored_by      TEXT,
+    created        TIMESTAMPTZ NOT NULL,
+    last_updated   TIMESTAMPTZ NOT NULL,
+    deleted        BOOLEAN NOT NULL DEFAULT FALSE,
+    PRIMARY KEY (data_element_id, period_id, org_unit_id, category_option_combo_id, attribute_option_combo_id)
+);
+CREATE INDEX data_value_org_unit_period ON data_value (org_unit_id, period_id);
+CREATE INDEX data_value_last_updated ON data_value (last_updated);
+
+CREATE TABLE complete_registration (
+    data_set_id                BIGINT NOT NULL REFERENCES metadata_object (id),
+    period_id                  BIGINT NOT NULL REFERENCES period (id),
+    org_unit_id                BIGINT NOT NULL REFERENCES organisation_unit (object_id),
+    attribute_option_combo_id  BIGINT NOT NULL REFERENCES metadata_object (id),
+    completed      BOOLEAN NOT NULL DEFAULT TRUE,
+    completed_by   TEXT,
+    completed_at   TIMESTAMPTZ NOT NULL,
+    last_updated   TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (data_set_id, period_id, org_unit_id, attribute_option_combo_id)
+);
+
+CREATE TABLE event (
+    id             BIGSERIAL PRIMARY KEY,
+    uid            VARCHAR(11) NOT NULL UNIQUE,
+    program_id     BIGINT NOT NULL REFERENCES metadata_object (id),
+    program_stage_id BIGINT NOT NULL REFERENCES metadata_object (id),
+    org_unit_id    BIGINT NOT NULL REFERENCES organisation_unit (object_id),
+    attribute_option_combo_id BIGINT NOT NULL REFERENCES metadata_object (id),
+    occurred_at    DATE   NOT NULL,
+    status         TEXT   NOT NULL,
+    stored_by      TEXT,
+    data_values    JSONB  NOT NULL,
+    created        TIMESTAMPTZ NOT NULL,
+    last_updated   TIMESTAMPTZ NOT NULL,
+    deleted        BOOLEAN NOT NULL DEFAULT FALSE
+);
+CREATE INDEX event_org_unit_occurred ON event (org_unit_id, occurred_at);
+CREATE INDEX event_last_updated ON event (last_updated);

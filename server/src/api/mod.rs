@@ -1,0 +1,120 @@
+//! The DHIS2-shaped Web API. Handlers are thin: parse, take the caller,
+//! call a service, map the result.
+
+mod body;
+mod me;
+mod metadata;
+mod system;
+
+use axum::extract::Request;
+use axum::http::Uri;
+use axum::routing::{get, post};
+use axum::Router;
+use tower_http::decompression::RequestDecompressionLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::error::ServerError;
+use crate::state::AppState;
+
+pub use body::JsonBody;
+
+/// Query parameters as DHIS2 sends them: repeated keys kept in order.
+#[derive(Debug, Clone, Default)]
+pub struct Params(pub Vec<(String, String)>);
+
+impl Params {
+    pub fn parse(query: Option<&str>) -> Params {
+        Params(
+            form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        )
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn flag(&self, key: &str) -> bool {
+        self.get(key)
+            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Params {
+    type Rejection = ServerError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Params, ServerError> {
+        Ok(Params::parse(parts.uri.query()))
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config.body_limit;
+    Router::new()
+        .route("/api/health", get(system::health))
+        .route("/api/system/info", get(system::info))
+        .route("/api/system/ping", get(system::ping))
+        .route("/api/system/id", get(system::ids))
+        .route("/api/me", get(me::me))
+        .route("/api/me/authorization", get(me::authorizations))
+        .route(
+            "/api/me/authorization/{authority}",
+            get(me::has_authorization),
+        )
+        .route("/api/auth/login", post(me::login))
+        .route("/api/auth/logout", post(me::logout))
+        .route("/api/apiToken", post(me::create_api_token))
+        .route(
+            "/api/metadata",
+            get(metadata::export).post(metadata::import),
+        )
+        .route(
+            "/api/{resource}",
+            get(metadata::list).post(metadata::create),
+        )
+        .route(
+            "/api/{resource}/{id}",
+            get(metadata::detail)
+                .put(metadata::replace)
+                .delete(metadata::delete),
+        )
+        .fallback(|| async { ServerError::NotFound("No such resource".into()) })
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .layer(RequestDecompressionLayer::new())
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// DHIS2 clients pin an API version (`/api/40/me`); every path answers with
+/// and without it. Runs before routing.
+pub fn strip_api_version(mut req: Request) -> Request {
+    let path = req.uri().path();
+    if let Some(rest) = path.strip_prefix("/api/") {
+        let (first, tail) = rest.split_once('/').unwrap_or((rest, ""));
+        if !first.is_empty() && first.len() <= 3 && first.bytes().all(|b| b.is_ascii_digit()) {
+            let mut new_path = format!("/api/{tail}");
+            if tail.is_empty() {
+                new_path.truncate(4);
+            }
+            let pq = match req.uri().query() {
+                Some(q) => format!("{new_path}?{q}"),
+                None => new_path,
+            };
+            let mut parts = req.uri().clone().into_parts();
+            if let Ok(pq) = pq.parse() {
+                parts.path_and_query = Some(pq);
+                if let Ok(uri) = Uri::from_parts(parts) {
+                    *req.uri_mut() = uri;
+                }
+            }
+        }
+    }
+    req
+}

@@ -1,0 +1,23 @@
+//! `hisa-server`: the DHIS2-compatible Web API, storage, and (later) the web
+//! console, as a library so that end-to-end tests start the real server.
+//!
+//! Module map:
+//! - [`store`]: the storage trait and its SQLite and PostgreSQL implementations.
+//! - [`metadata`]: the in-memory metadata snapshot and the metadata import.
+//! - [`auth`]: who is calling ([`auth::Caller`]), passwords, tokens, sessions.
+//! - [`query`]: DHIS2's `fields`, `filter`, `order` and paging conventions.
+//! - [`api`]: HTTP handlers and the router.
+//! - [`demo`], [`seed`]: the generated demo country and loading it.
+//! - [`server`]: startup, readiness and graceful shutdown.
+//! - [`state`], [`error`]: shared state and the one error type.
+
+pub mod api;
+pub mod auth;
+pub mod demo;
+pub mod error;
+pub mod metadata;
+pub mod query;
+pub mod seed;
+pub mod server;
+pub mod state;
+pub mod store;

@@ -1,0 +1,66 @@
+//! Starting the server: bind, answer `/api/health` at once, migrate, load
+//! metadata, then serve everything; stop gracefully on a signal.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::ServiceExt;
+use tokio::net::TcpListener;
+use tower::Layer;
+
+use crate::api::{router, strip_api_version};
+use crate::auth::{CredentialCache, LoginThrottle};
+use crate::error::ServerResult;
+use crate::metadata::MetadataService;
+use crate::state::{AppState, Config, Services, ServicesInner};
+use crate::store::Store;
+
+/// Migrate the store and load metadata: what must be true before serving.
+pub async fn prepare(store: Arc<dyn Store>, config: Config) -> ServerResult<Services> {
+    store.migrate().await?;
+    let metadata = MetadataService::start(store.clone()).await?;
+    Ok(Services(Arc::new(ServicesInner {
+        store,
+        metadata,
+        throttle: LoginThrottle::default(),
+        credential_cache: CredentialCache::default(),
+        config,
+    })))
+}
+
+/// Serve on `listener` until `shutdown` resolves. `prepare` runs after the
+/// listener accepts connections, so health checks see "starting" first.
+pub async fn serve<F, P>(
+    listener: TcpListener,
+    config: Config,
+    prepare_services: P,
+    shutdown: F,
+) -> ServerResult<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+    P: Future<Output = ServerResult<Services>> + Send + 'static,
+{
+    let state = AppState::new(config);
+    let app = router(state.clone());
+    let app = tower::util::MapRequestLayer::new(strip_api_version).layer(app);
+    let server = axum::serve(
+        listener,
+        ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+            std::net::SocketAddr,
+        >(app),
+    )
+    .with_graceful_shutdown(shutdown);
+    let server = tokio::spawn(async move { server.await });
+    match prepare_services.await {
+        Ok(services) => state.ready(services),
+        Err(e) => {
+            server.abort();
+            return Err(e);
+        }
+    }
+    server
+        .await
+        .map_err(|e| crate::error::ServerError::Internal(e.to_string()))?
+        .map_err(|e| crate::error::ServerError::Internal(e.to_string()))?;
+    Ok(())
+}

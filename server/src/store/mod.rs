@@ -1,0 +1,237 @@
+//! Storage: one trait, [`Store`], with a SQLite and a PostgreSQL
+//! implementation. Each has its own migrations (`migrations/sqlite`,
+//! `migrations/postgres`); the same test suite runs against both.
+//!
+//! The trait speaks in domain rows, not SQL: services above it never know
+//! which database they run on. Writes that must be all-or-nothing (a metadata
+//! import, a batch of data values) are one method each, one transaction each.
+
+mod sql;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use time::{Date, OffsetDateTime};
+
+pub use sql::{PgStore, SqliteStore};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unique constraint violated: {0}")]
+    Conflict(String),
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "SQLite",
+            Backend::Postgres => "PostgreSQL",
+        }
+    }
+}
+
+/// A live metadata object as stored.
+#[derive(Debug, Clone)]
+pub struct StoredObject {
+    pub id: i64,
+    pub uid: String,
+    pub kind: String,
+    pub body: Value,
+}
+
+/// An object to create or replace, keyed by UID.
+#[derive(Debug, Clone)]
+pub struct ObjectWrite {
+    pub uid: String,
+    pub kind: String,
+    pub code: Option<String>,
+    pub name: Option<String>,
+    pub body: Value,
+    pub created: OffsetDateTime,
+    pub last_updated: OffsetDateTime,
+}
+
+/// An org unit's place in the tree, written beside its metadata object.
+#[derive(Debug, Clone)]
+pub struct OrgUnitWrite {
+    pub uid: String,
+    pub parent_uid: Option<String>,
+    pub path: String,
+    pub level: i32,
+    pub opening_date: Option<Date>,
+    pub closed_date: Option<Date>,
+}
+
+/// A user's sign-in credentials. `password_hash: None` keeps the current hash.
+#[derive(Debug, Clone)]
+pub struct CredentialWrite {
+    pub user_uid: String,
+    pub username: String,
+    pub password_hash: Option<String>,
+    pub disabled: bool,
+}
+
+/// Everything one metadata import changes, applied in one transaction.
+/// `org_units` must list parents before children.
+#[derive(Debug, Clone, Default)]
+pub struct MetadataChange {
+    pub upserts: Vec<ObjectWrite>,
+    pub deletes: Vec<String>,
+    pub org_units: Vec<OrgUnitWrite>,
+    pub credentials: Vec<CredentialWrite>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Credential {
+    pub user_id: i64,
+    pub user_uid: String,
+    pub username: String,
+    pub password_hash: Option<String>,
+    pub disabled: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiTokenRecord {
+    pub uid: String,
+    pub user_uid: String,
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionRecord {
+    pub id_hash: String,
+    pub user_uid: String,
+    pub csrf_token: String,
+    pub expires_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone)]
+pub struct PeriodRow {
+    pub iso: String,
+    pub period_type: String,
+    pub start_date: Date,
+    pub end_date: Date,
+}
+
+/// A data value by internal ids, as the services resolve them.
+#[derive(Debug, Clone)]
+pub struct DataValueWrite {
+    pub data_element_id: i64,
+    pub period_id: i64,
+    pub org_unit_id: i64,
+    pub category_option_combo_id: i64,
+    pub attribute_option_combo_id: i64,
+    pub value: Option<String>,
+    pub comment: Option<String>,
+    pub follow_up: bool,
+    pub stored_by: Option<String>,
+    pub created: OffsetDateTime,
+    pub last_updated: OffsetDateTime,
+    pub deleted: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct CompletionWrite {
+    pub data_set_id: i64,
+    pub period_id: i64,
+    pub org_unit_id: i64,
+    pub attribute_option_combo_id: i64,
+    pub completed_by: Option<String>,
+    pub completed_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone)]
+pub struct EventWrite {
+    pub uid: String,
+    pub program_id: i64,
+    pub program_stage_id: i64,
+    pub org_unit_id: i64,
+    pub attribute_option_combo_id: i64,
+    pub occurred_at: Date,
+    pub status: String,
+    pub stored_by: Option<String>,
+    pub data_values: Value,
+    pub created: OffsetDateTime,
+    pub last_updated: OffsetDateTime,
+}
+
+/// Counts of stored data, for the system info and the demo banner.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DataCounts {
+    pub data_values: i64,
+    pub completions: i64,
+    pub events: i64,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+
+    /// Bring the schema up to date; safe to run from several instances.
+    async fn migrate(&self) -> StoreResult<()>;
+
+    /// Bumped by every metadata change; instances compare it to their snapshot's.
+    async fn metadata_version(&self) -> StoreResult<i64>;
+
+    /// Every live metadata object, for building the in-memory snapshot.
+    async fn load_metadata(&self) -> StoreResult<Vec<StoredObject>>;
+
+    /// Apply one import atomically; returns the new metadata version.
+    async fn apply_metadata(&self, change: &MetadataChange) -> StoreResult<i64>;
+
+    async fn credential_by_username(&self, username: &str) -> StoreResult<Option<Credential>>;
+    async fn credential_by_user_uid(&self, user_uid: &str) -> StoreResult<Option<Credential>>;
+    async fn set_password(&self, user_uid: &str, password_hash: &str) -> StoreResult<()>;
+    async fn record_login(&self, user_uid: &str, at: OffsetDateTime) -> StoreResult<()>;
+
+    async fn create_api_token(
+        &self,
+        uid: &str,
+        user_uid: &str,
+        token_hash: &str,
+        expires_at: Option<OffsetDateTime>,
+    ) -> StoreResult<()>;
+    async fn api_token_by_hash(&self, token_hash: &str) -> StoreResult<Option<ApiTokenRecord>>;
+
+    async fn create_session(&self, session: &SessionRecord) -> StoreResult<()>;
+    async fn session_by_hash(&self, id_hash: &str) -> StoreResult<Option<SessionRecord>>;
+    async fn delete_session(&self, id_hash: &str) -> StoreResult<()>;
+
+    /// Internal ids for periods, creating rows for the ones not yet stored.
+    async fn ensure_periods(&self, periods: &[PeriodRow]) -> StoreResult<Vec<(String, i64)>>;
+    /// Internal ids of metadata objects by UID (live or deleted).
+    async fn object_ids(&self, uids: &[String]) -> StoreResult<Vec<(String, i64)>>;
+
+    /// Insert or replace data values by their key, in one transaction.
+    async fn put_data_values(&self, values: &[DataValueWrite]) -> StoreResult<()>;
+    async fn put_completions(&self, completions: &[CompletionWrite]) -> StoreResult<()>;
+    async fn put_events(&self, events: &[EventWrite]) -> StoreResult<()>;
+    async fn data_counts(&self) -> StoreResult<DataCounts>;
+
+    /// Values stored for org units in the subtrees rooted at `paths`; used
+    /// to prove scoping until the data API lands.
+    async fn count_data_values_in_subtrees(&self, paths: &[String]) -> StoreResult<i64>;
+}
+
+/// Open the store a database URL names: `postgres://…` or `sqlite:…`
+/// (a bare path is taken as a SQLite file).
+pub async fn open(url: &str) -> StoreResult<std::sync::Arc<dyn Store>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(std::sync::Arc::new(PgStore::connect(url).await?))
+    } else {
+        Ok(std::sync::Arc::new(SqliteStore::open(url).await?))
+    }
+}

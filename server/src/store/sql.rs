@@ -1,0 +1,542 @@
+//! The two SQL stores. Their SQL is the same statement for statement (both
+//! speak `$n` placeholders, `ON CONFLICT … DO UPDATE` and `RETURNING`), so one
+//! macro stamps the [`Store`] implementation for each; what differs (pools,
+//! pragmas, migrations) lives in their constructors.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::types::Json;
+use sqlx::{PgPool, QueryBuilder, Row, SqlitePool};
+use time::OffsetDateTime;
+
+use super::*;
+
+/// Rows per multi-row INSERT: well under SQLite's and PostgreSQL's bind limits.
+const BATCH_ROWS: usize = 1000;
+
+/// Subtree bounds of an org unit path: `[path, path + "0")`. UIDs have a fixed
+/// length, so nothing but the unit itself and its descendants falls inside.
+fn subtree_bounds(path: &str) -> (String, String) {
+    (path.to_string(), format!("{path}0"))
+}
+
+pub struct SqliteStore {
+    /// SQLite allows one writer at a time; a single-connection pool queues
+    /// writers in the application instead of failing them with SQLITE_BUSY.
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    pub async fn open(url: &str) -> StoreResult<SqliteStore> {
+        let url = if url.starts_with("sqlite:") {
+            url.to_string()
+        } else {
+            format!("sqlite://{url}")
+        };
+        let options = SqliteConnectOptions::from_str(&url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(30));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(SqliteStore { writer, reader })
+    }
+}
+
+pub struct PgStore {
+    writer: PgPool,
+    reader: PgPool,
+}
+
+impl PgStore {
+    pub async fn connect(url: &str) -> StoreResult<PgStore> {
+        Self::connect_with(PgConnectOptions::from_str(url)?).await
+    }
+
+    /// Connect with options made by the caller (tests put each run in its own schema).
+    pub async fn connect_with(options: PgConnectOptions) -> StoreResult<PgStore> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options)
+            .await?;
+        Ok(PgStore {
+            writer: pool.clone(),
+            reader: pool,
+        })
+    }
+}
+
+fn map_unique(e: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(db) = &e {
+        if db.is_unique_violation() {
+            return StoreError::Conflict(db.message().to_string());
+        }
+    }
+    StoreError::Database(e)
+}
+
+macro_rules! impl_store {
+    ($store:ty, $db:ty, $backend:expr, $migrations:literal) => {
+        #[async_trait]
+        impl Store for $store {
+            fn backend(&self) -> Backend {
+                $backend
+            }
+
+            async fn migrate(&self) -> StoreResult<()> {
+                sqlx::migrate!($migrations).run(&self.writer).await?;
+                Ok(())
+            }
+
+            async fn metadata_version(&self) -> StoreResult<i64> {
+                let v: i64 = sqlx::query_scalar("SELECT version FROM metadata_version WHERE id = 1")
+                    .fetch_one(&self.reader)
+                    .await?;
+                Ok(v)
+            }
+
+            async fn load_metadata(&self) -> StoreResult<Vec<StoredObject>> {
+                let rows = sqlx::query(
+                    "SELECT id, uid, type, body FROM metadata_object WHERE deleted = FALSE ORDER BY id",
+                )
+                .fetch_all(&self.reader)
+                .await?;
+                rows.into_iter()
+                    .map(|row| {
+                        let Json(body): Json<Value> = row.try_get("body")?;
+                        Ok(StoredObject {
+                            id: row.try_get("id")?,
+                            uid: row.try_get("uid")?,
+                            kind: row.try_get("type")?,
+                            body,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn apply_metadata(&self, change: &MetadataChange) -> StoreResult<i64> {
+                let mut tx = self.writer.begin().await?;
+                for o in &change.upserts {
+                    sqlx::query(
+                        "INSERT INTO metadata_object (uid, type, code, name, body, created, last_updated, deleted)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, FALSE)
+                         ON CONFLICT (uid) DO UPDATE SET type = excluded.type, code = excluded.code,
+                           name = excluded.name, body = excluded.body,
+                           last_updated = excluded.last_updated, deleted = FALSE",
+                    )
+                    .bind(&o.uid)
+                    .bind(&o.kind)
+                    .bind(&o.code)
+                    .bind(&o.name)
+                    .bind(Json(&o.body))
+                    .bind(o.created)
+                    .bind(o.last_updated)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_unique)?;
+                }
+                for ou in &change.org_units {
+                    sqlx::query(
+                        "INSERT INTO organisation_unit (object_id, uid, parent_id, path, level, opening_date, closed_date)
+                         SELECT m.id, m.uid, (SELECT p.object_id FROM organisation_unit p WHERE p.uid = $2), $3, $4, $5, $6
+                         FROM metadata_object m WHERE m.uid = $1
+                         ON CONFLICT (object_id) DO UPDATE SET parent_id = excluded.parent_id,
+                           path = excluded.path, level = excluded.level,
+                           opening_date = excluded.opening_date, closed_date = excluded.closed_date",
+                    )
+                    .bind(&ou.uid)
+                    .bind(&ou.parent_uid)
+                    .bind(&ou.path)
+                    .bind(ou.level)
+                    .bind(ou.opening_date)
+                    .bind(ou.closed_date)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                let now = OffsetDateTime::now_utc();
+                for uid in &change.deletes {
+                    sqlx::query(
+                        "UPDATE metadata_object SET deleted = TRUE, last_updated = $2 WHERE uid = $1",
+                    )
+                    .bind(uid)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                for c in &change.credentials {
+                    sqlx::query(
+                        "INSERT INTO user_credential (user_id, username, username_key, password_hash, disabled, password_last_updated)
+                         SELECT m.id, $2, $3, $4, $5, CASE WHEN $4 IS NULL THEN NULL ELSE $6 END
+                         FROM metadata_object m WHERE m.uid = $1
+                         ON CONFLICT (user_id) DO UPDATE SET username = excluded.username,
+                           username_key = excluded.username_key,
+                           password_hash = COALESCE(excluded.password_hash, user_credential.password_hash),
+                           password_last_updated = COALESCE(excluded.password_last_updated, user_credential.password_last_updated),
+                           disabled = excluded.disabled",
+                    )
+                    .bind(&c.user_uid)
+                    .bind(&c.username)
+                    .bind(c.username.to_lowercase())
+                    .bind(&c.password_hash)
+                    .bind(c.disabled)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_unique)?;
+                }
+                let version: i64 = sqlx::query_scalar(
+                    "UPDATE metadata_version SET version = version + 1 WHERE id = 1 RETURNING version",
+                )
+                .fetch_one(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(version)
+            }
+
+            async fn credential_by_username(&self, username: &str) -> StoreResult<Option<Credential>> {
+                let row = sqlx::query(
+                    "SELECT c.user_id, m.uid, c.username, c.password_hash, c.disabled
+                     FROM user_credential c JOIN metadata_object m ON m.id = c.user_id
+                     WHERE c.username_key = $1 AND m.deleted = FALSE",
+                )
+                .bind(username.to_lowercase())
+                .fetch_optional(&self.reader)
+                .await?;
+                row.map(|r| credential_from_row(&r)).transpose()
+            }
+
+            async fn credential_by_user_uid(&self, user_uid: &str) -> StoreResult<Option<Credential>> {
+                let row = sqlx::query(
+                    "SELECT c.user_id, m.uid, c.username, c.password_hash, c.disabled
+                     FROM user_credential c JOIN metadata_object m ON m.id = c.user_id
+                     WHERE m.uid = $1 AND m.deleted = FALSE",
+                )
+                .bind(user_uid)
+                .fetch_optional(&self.reader)
+                .await?;
+                row.map(|r| credential_from_row(&r)).transpose()
+            }
+
+            async fn set_password(&self, user_uid: &str, password_hash: &str) -> StoreResult<()> {
+                sqlx::query(
+                    "UPDATE user_credential SET password_hash = $2, password_last_updated = $3
+                     WHERE user_id = (SELECT id FROM metadata_object WHERE uid = $1)",
+                )
+                .bind(user_uid)
+                .bind(password_hash)
+                .bind(OffsetDateTime::now_utc())
+                .execute(&self.writer)
+                .await?;
+                Ok(())
+            }
+
+            async fn record_login(&self, user_uid: &str, at: OffsetDateTime) -> StoreResult<()> {
+                sqlx::query(
+                    "UPDATE user_credential SET last_login = $2
+                     WHERE user_id = (SELECT id FROM metadata_object WHERE uid = $1)",
+                )
+                .bind(user_uid)
+                .bind(at)
+                .execute(&self.writer)
+                .await?;
+                Ok(())
+            }
+
+            async fn create_api_token(
+                &self,
+                uid: &str,
+                user_uid: &str,
+                token_hash: &str,
+                expires_at: Option<OffsetDateTime>,
+            ) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO api_token (uid, user_id, token_hash, expires_at, created)
+                     SELECT $1, m.id, $3, $4, $5 FROM metadata_object m WHERE m.uid = $2",
+                )
+                .bind(uid)
+                .bind(user_uid)
+                .bind(token_hash)
+                .bind(expires_at)
+                .bind(OffsetDateTime::now_utc())
+                .execute(&self.writer)
+                .await
+                .map_err(map_unique)?;
+                Ok(())
+            }
+
+            async fn api_token_by_hash(&self, token_hash: &str) -> StoreResult<Option<ApiTokenRecord>> {
+                let row = sqlx::query(
+                    "SELECT t.uid, m.uid AS user_uid, t.expires_at FROM api_token t
+                     JOIN metadata_object m ON m.id = t.user_id
+                     WHERE t.token_hash = $1 AND m.deleted = FALSE",
+                )
+                .bind(token_hash)
+                .fetch_optional(&self.reader)
+                .await?;
+                row.map(|r| {
+                    Ok(ApiTokenRecord {
+                        uid: r.try_get("uid")?,
+                        user_uid: r.try_get("user_uid")?,
+                        expires_at: r.try_get("expires_at")?,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn create_session(&self, s: &SessionRecord) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO user_session (id_hash, user_id, csrf_token, created, expires_at)
+                     SELECT $1, m.id, $3, $4, $5 FROM metadata_object m WHERE m.uid = $2",
+                )
+                .bind(&s.id_hash)
+                .bind(&s.user_uid)
+                .bind(&s.csrf_token)
+                .bind(OffsetDateTime::now_utc())
+                .bind(s.expires_at)
+                .execute(&self.writer)
+                .await?;
+                Ok(())
+            }
+
+            async fn session_by_hash(&self, id_hash: &str) -> StoreResult<Option<SessionRecord>> {
+                let row = sqlx::query(
+                    "SELECT s.id_hash, m.uid AS user_uid, s.csrf_token, s.expires_at FROM user_session s
+                     JOIN metadata_object m ON m.id = s.user_id WHERE s.id_hash = $1",
+                )
+                .bind(id_hash)
+                .fetch_optional(&self.reader)
+                .await?;
+                row.map(|r| {
+                    Ok(SessionRecord {
+                        id_hash: r.try_get("id_hash")?,
+                        user_uid: r.try_get("user_uid")?,
+                        csrf_token: r.try_get("csrf_token")?,
+                        expires_at: r.try_get("expires_at")?,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn delete_session(&self, id_hash: &str) -> StoreResult<()> {
+                sqlx::query("DELETE FROM user_session WHERE id_hash = $1")
+                    .bind(id_hash)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(())
+            }
+
+            async fn ensure_periods(&self, periods: &[PeriodRow]) -> StoreResult<Vec<(String, i64)>> {
+                let mut tx = self.writer.begin().await?;
+                let mut out = Vec::with_capacity(periods.len());
+                for p in periods {
+                    sqlx::query(
+                        "INSERT INTO period (iso, period_type, start_date, end_date) VALUES ($1, $2, $3, $4)
+                         ON CONFLICT (iso) DO NOTHING",
+                    )
+                    .bind(&p.iso)
+                    .bind(&p.period_type)
+                    .bind(p.start_date)
+                    .bind(p.end_date)
+                    .execute(&mut *tx)
+                    .await?;
+                    let id: i64 = sqlx::query_scalar("SELECT id FROM period WHERE iso = $1")
+                        .bind(&p.iso)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    out.push((p.iso.clone(), id));
+                }
+                tx.commit().await?;
+                Ok(out)
+            }
+
+            async fn object_ids(&self, uids: &[String]) -> StoreResult<Vec<(String, i64)>> {
+                let mut out = Vec::with_capacity(uids.len());
+                for chunk in uids.chunks(BATCH_ROWS) {
+                    let mut q: QueryBuilder<$db> =
+                        QueryBuilder::new("SELECT uid, id FROM metadata_object WHERE uid IN (");
+                    let mut sep = q.separated(", ");
+                    for uid in chunk {
+                        sep.push_bind(uid);
+                    }
+                    q.push(")");
+                    for row in q.build().fetch_all(&self.reader).await? {
+                        out.push((row.try_get("uid")?, row.try_get("id")?));
+                    }
+                }
+                Ok(out)
+            }
+
+            async fn put_data_values(&self, values: &[DataValueWrite]) -> StoreResult<()> {
+                let mut tx = self.writer.begin().await?;
+                for chunk in values.chunks(BATCH_ROWS) {
+                    let mut q: QueryBuilder<$db> = QueryBuilder::new(
+                        "INSERT INTO data_value (data_element_id, period_id, org_unit_id, category_option_combo_id,
+                           attribute_option_combo_id, value, comment, follow_up, stored_by, created, last_updated, deleted) ",
+                    );
+                    q.push_values(chunk, |mut b, v| {
+                        b.push_bind(v.data_element_id)
+                            .push_bind(v.period_id)
+                            .push_bind(v.org_unit_id)
+                            .push_bind(v.category_option_combo_id)
+                            .push_bind(v.attribute_option_combo_id)
+                            .push_bind(&v.value)
+                            .push_bind(&v.comment)
+                            .push_bind(v.follow_up)
+                            .push_bind(&v.stored_by)
+                            .push_bind(v.created)
+                            .push_bind(v.last_updated)
+                            .push_bind(v.deleted);
+                    });
+                    q.push(
+                        " ON CONFLICT (data_element_id, period_id, org_unit_id, category_option_combo_id, attribute_option_combo_id)
+                          DO UPDATE SET value = excluded.value, comment = excluded.comment, follow_up = excluded.follow_up,
+                          stored_by = excluded.stored_by, last_updated = excluded.last_updated, deleted = excluded.deleted",
+                    );
+                    q.build().execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn put_completions(&self, completions: &[CompletionWrite]) -> StoreResult<()> {
+                let mut tx = self.writer.begin().await?;
+                for chunk in completions.chunks(BATCH_ROWS) {
+                    let mut q: QueryBuilder<$db> = QueryBuilder::new(
+                        "INSERT INTO complete_registration (data_set_id, period_id, org_unit_id, attribute_option_combo_id,
+                           completed, completed_by, completed_at, last_updated) ",
+                    );
+                    q.push_values(chunk, |mut b, c| {
+                        b.push_bind(c.data_set_id)
+                            .push_bind(c.period_id)
+                            .push_bind(c.org_unit_id)
+                            .push_bind(c.attribute_option_combo_id)
+                            .push_bind(true)
+                            .push_bind(&c.completed_by)
+                            .push_bind(c.completed_at)
+                            .push_bind(c.completed_at);
+                    });
+                    q.push(
+                        " ON CONFLICT (data_set_id, period_id, org_unit_id, attribute_option_combo_id)
+                          DO UPDATE SET completed = excluded.completed, completed_by = excluded.completed_by,
+                          completed_at = excluded.completed_at, last_updated = excluded.last_updated",
+                    );
+                    q.build().execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn put_events(&self, events: &[EventWrite]) -> StoreResult<()> {
+                let mut tx = self.writer.begin().await?;
+                for chunk in events.chunks(BATCH_ROWS) {
+                    let mut q: QueryBuilder<$db> = QueryBuilder::new(
+                        "INSERT INTO event (uid, program_id, program_stage_id, org_unit_id, attribute_option_combo_id,
+                           occurred_at, status, stored_by, data_values, created, last_updated, deleted) ",
+                    );
+                    q.push_values(chunk, |mut b, e| {
+                        b.push_bind(&e.uid)
+                            .push_bind(e.program_id)
+                            .push_bind(e.program_stage_id)
+                            .push_bind(e.org_unit_id)
+                            .push_bind(e.attribute_option_combo_id)
+                            .push_bind(e.occurred_at)
+                            .push_bind(&e.status)
+                            .push_bind(&e.stored_by)
+                            .push_bind(Json(&e.data_values))
+                            .push_bind(e.created)
+                            .push_bind(e.last_updated)
+                            .push_bind(false);
+                    });
+                    q.push(
+                        " ON CONFLICT (uid) DO UPDATE SET occurred_at = excluded.occurred_at, status = excluded.status,
+                          data_values = excluded.data_values, last_updated = excluded.last_updated, deleted = FALSE",
+                    );
+                    q.build().execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn data_counts(&self) -> StoreResult<DataCounts> {
+                let data_values: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM data_value WHERE deleted = FALSE")
+                        .fetch_one(&self.reader)
+                        .await?;
+                let completions: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM complete_registration WHERE completed = TRUE")
+                        .fetch_one(&self.reader)
+                        .await?;
+                let events: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM event WHERE deleted = FALSE")
+                    .fetch_one(&self.reader)
+                    .await?;
+                Ok(DataCounts {
+                    data_values,
+                    completions,
+                    events,
+                })
+            }
+
+            async fn count_data_values_in_subtrees(&self, paths: &[String]) -> StoreResult<i64> {
+                let mut total = 0i64;
+                for path in paths {
+                    let (lo, hi) = subtree_bounds(path);
+                    let n: i64 = sqlx::query_scalar(
+                        "SELECT COUNT(*) FROM data_value d JOIN organisation_unit o ON o.object_id = d.org_unit_id
+                         WHERE d.deleted = FALSE AND o.path >= $1 AND o.path < $2",
+                    )
+                    .bind(lo)
+                    .bind(hi)
+                    .fetch_one(&self.reader)
+                    .await?;
+                    total += n;
+                }
+                Ok(total)
+            }
+        }
+    };
+}
+
+fn credential_from_row<R: Row>(r: &R) -> StoreResult<Credential>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> bool: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(Credential {
+        user_id: r.try_get("user_id")?,
+        user_uid: r.try_get("uid")?,
+        username: r.try_get("username")?,
+        password_hash: r.try_get("password_hash")?,
+        disabled: r.try_get("disabled")?,
+    })
+}
+
+impl_store!(
+    SqliteStore,
+    sqlx::Sqlite,
+    Backend::Sqlite,
+    "migrations/sqlite"
+);
+impl_store!(
+    PgStore,
+    sqlx::Postgres,
+    Backend::Postgres,
+    "migrations/postgres"
+);

@@ -1,0 +1,23 @@
+//! `hisa-shared`: Hisa's domain, shared by the server, the phone app and the
+//! SMS gateway. No I/O: no database, no HTTP, no UI.
+//!
+//! Module map:
+//! - [`uid`]: DHIS2's 11-character identifiers.
+//! - [`period`]: period types, ISO and ADX period strings, relative periods.
+//! - [`value_type`]: value types and the checks a data value must pass.
+//! - [`schema`]: which metadata types exist, their required fields and references.
+//! - [`metadata`]: typed views of DHIS2 metadata JSON; the built-in defaults.
+//! - [`category`]: the category option combos a category combo implies.
+//! - [`webmessage`]: DHIS2's response envelopes and import reports.
+//! - [`authority`]: authority names.
+
+pub mod authority;
+pub mod category;
+pub mod metadata;
+pub mod period;
+pub mod schema;
+pub mod uid;
+pub mod value_type;
+pub mod webmessage;
+
+pub use uid::Uid;

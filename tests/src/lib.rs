@@ -1,0 +1,247 @@
+//! The end-to-end harness: start the real server on 127.0.0.1:0 over a fresh
+//! database (a temporary SQLite file, or a new PostgreSQL schema), wait for
+//! `/api/health` to say ready, and hand out HTTP clients.
+//!
+//! PostgreSQL comes from `HISA_TEST_DATABASE_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/test`). Where it is unreachable the
+//! PostgreSQL tests are skipped with a message, except under `CI=true`,
+//! where they fail: CI must never pass without the PostgreSQL suite.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hisa_server::demo::DemoOptions;
+use hisa_server::seed::seed_demo;
+use hisa_server::server::{prepare, serve};
+use hisa_server::state::{Config, Services};
+use hisa_server::store::{PgStore, SqliteStore, Store};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::Connection;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub fn pg_url() -> String {
+    std::env::var("HISA_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+}
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// A fresh, empty database of the given kind. `None` means PostgreSQL is
+/// unreachable outside CI: the caller skips.
+pub async fn fresh_store(backend: Backend) -> Option<(Arc<dyn Store>, Option<tempfile::TempDir>)> {
+    match backend {
+        Backend::Sqlite => {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let path = dir.path().join("hisa.db");
+            let store = SqliteStore::open(path.to_str().expect("utf-8 path"))
+                .await
+                .expect("open sqlite");
+            Some((Arc::new(store), Some(dir)))
+        }
+        Backend::Postgres => {
+            let url = pg_url();
+            let mut conn = match sqlx::PgConnection::connect(&url).await {
+                Ok(c) => c,
+                Err(e) if !in_ci() => {
+                    eprintln!("skipping PostgreSQL test: {url} unreachable ({e}); CI=true makes this a failure");
+                    return None;
+                }
+                Err(e) => panic!("CI=true and PostgreSQL at {url} is unreachable: {e}"),
+            };
+            // Each test gets its own schema: tests run in parallel on one database.
+            let schema = format!("hisa_test_{}", uuid::Uuid::new_v4().simple());
+            sqlx::query(&format!("CREATE SCHEMA {schema}"))
+                .execute(&mut conn)
+                .await
+                .expect("create schema");
+            let options = PgConnectOptions::from_str(&url)
+                .expect("pg url")
+                .options([("search_path", schema.as_str())]);
+            let store = PgStore::connect_with(options).await.expect("connect pg");
+            Some((Arc::new(store), None))
+        }
+    }
+}
+
+pub struct TestServer {
+    pub base: String,
+    pub services: Services,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+#[derive(Default)]
+pub struct StartOptions {
+    pub config: Config,
+    /// Seed a demo country of this many facilities.
+    pub demo_facilities: Option<usize>,
+}
+
+impl TestServer {
+    pub async fn start(backend: Backend) -> Option<TestServer> {
+        Self::start_with(backend, StartOptions::default()).await
+    }
+
+    pub async fn start_with(backend: Backend, options: StartOptions) -> Option<TestServer> {
+        let (store, dir) = fresh_store(backend).await?;
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = oneshot::channel::<Services>();
+        let config = options.config.clone();
+        let demo = options.demo_facilities;
+        let prep = async move {
+            let services = prepare(store, config).await?;
+            if let Some(facilities) = demo {
+                seed_demo(
+                    &services,
+                    DemoOptions {
+                        facilities,
+                        end_period: (2026, 10),
+                        seed: 7,
+                    },
+                    None,
+                )
+                .await?;
+            }
+            let _ = ready_tx.send(services.clone());
+            Ok(services)
+        };
+        let task = tokio::spawn(async move {
+            let shutdown = async {
+                let _ = rx.await;
+            };
+            if let Err(e) = serve(listener, options.config, prep, shutdown).await {
+                eprintln!("test server failed: {e}");
+            }
+        });
+        let base = format!("http://{addr}");
+        let services = ready_rx.await.expect("server failed to prepare");
+        let server = TestServer {
+            base,
+            services,
+            shutdown: Some(tx),
+            task: Some(task),
+            _dir: dir,
+        };
+        server.wait_ready().await;
+        Some(server)
+    }
+
+    /// Poll `/api/health` until it says ready (bounded; never a blind sleep).
+    async fn wait_ready(&self) {
+        let client = reqwest::Client::new();
+        for _ in 0..500 {
+            if let Ok(r) = client.get(self.url("/api/health")).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("server never became ready");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn client(&self) -> reqwest::Client {
+        reqwest::Client::new()
+    }
+
+    pub async fn get_as(&self, user: &str, password: &str, path: &str) -> (u16, serde_json::Value) {
+        let r = self
+            .client()
+            .get(self.url(path))
+            .basic_auth(user, Some(password))
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        let body = r.json().await.unwrap_or(serde_json::Value::Null);
+        (status, body)
+    }
+
+    pub async fn post_json_as(
+        &self,
+        user: &str,
+        password: &str,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let r = self
+            .client()
+            .post(self.url(path))
+            .basic_auth(user, Some(password))
+            .json(body)
+            .send()
+            .await
+            .expect("request");
+        let status = r.status().as_u16();
+        let body = r.json().await.unwrap_or(serde_json::Value::Null);
+        (status, body)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Run one async test body against SQLite and against PostgreSQL.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::Backend::Sqlite).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name($crate::Backend::Postgres).await
+                }
+            }
+        )*
+    };
+}
+
+/// The shared/ folder beside the repository: the real DHIS2 packages.
+pub fn dhis2_package(name: &str) -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf();
+    let candidates = [
+        root.join("..")
+            .join("shared")
+            .join("data")
+            .join("dhis2-packages")
+            .join(name),
+        root.join("shared-data").join(name),
+    ];
+    for c in &candidates {
+        if c.exists() {
+            return c.clone();
+        }
+    }
+    panic!("DHIS2 package {name} not found beside the repository ({candidates:?})");
+}
