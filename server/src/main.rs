@@ -84,7 +84,9 @@ enum Command {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -238,7 +240,7 @@ async fn run(cli: Cli) -> ServerResult<()> {
                 },
                 validate_only: false,
             };
-            let report = services.metadata.import(&payload, params).await?;
+            let report = services.metadata.import(payload, params).await?;
             pb.inc(1);
             pb.finish_and_clear();
             println!(

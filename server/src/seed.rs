@@ -34,12 +34,15 @@ pub async fn seed_demo(
     if svc.metadata.snapshot().await?.count_of("organisationUnits") > 0 {
         return Ok(None);
     }
-    let country = tokio::task::spawn_blocking(move || generate(&options))
+    let mut country = tokio::task::spawn_blocking(move || generate(&options))
         .await
         .map_err(|e| ServerError::Internal(e.to_string()))?;
     let report = svc
         .metadata
-        .import(&country.metadata, ImportParams::default())
+        .import(
+            std::mem::take(&mut country.metadata),
+            ImportParams::default(),
+        )
         .await?;
     if report.has_errors() {
         let first: Vec<String> = report.errors().take(5).map(|e| e.message.clone()).collect();

@@ -48,6 +48,39 @@ async fn admin_and_me(backend: Backend) {
     assert!(info["version"].as_str().unwrap().starts_with("2."));
     assert!(info["dataValueCount"].as_i64().unwrap() > 10_000);
 
+    // The tree as DHIS2 clients browse it: levels, children, paths.
+    let (status, roots) = server
+        .get_as(ADMIN.0, ADMIN.1, "/api/organisationUnits?filter=level:eq:1&fields=id,name,leaf,children[id,name,level,path]")
+        .await;
+    assert_eq!(status, 200);
+    let root = &roots["organisationUnits"][0];
+    assert_eq!(roots["organisationUnits"].as_array().unwrap().len(), 1);
+    assert_eq!(root["leaf"], false);
+    let regions = root["children"].as_array().unwrap();
+    assert_eq!(regions.len(), 4);
+    for region in regions {
+        assert_eq!(region["level"], 2);
+        assert!(region["path"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("/{}/", root["id"].as_str().unwrap())));
+    }
+    let (_, levels) = server
+        .get_as(
+            ADMIN.0,
+            ADMIN.1,
+            "/api/organisationUnitLevels?fields=level,name&order=level:asc",
+        )
+        .await;
+    assert_eq!(
+        levels["organisationUnitLevels"].as_array().unwrap().len(),
+        4
+    );
+    let (_, me_legacy) = server
+        .get_as(ADMIN.0, ADMIN.1, "/api/me?fields=userCredentials[username]")
+        .await;
+    assert_eq!(me_legacy["userCredentials"]["username"], "admin");
+
     // Wrong password, unknown user, no credentials: 401.
     for (u, p) in [("admin", "wrong"), ("nobody", "district")] {
         let (status, _) = server.get_as(u, p, "/api/me").await;

@@ -17,7 +17,7 @@ async fn bare(backend: Backend) -> Option<TestServer> {
     let report = server
         .services
         .metadata
-        .import(&admin, Default::default())
+        .import(admin, Default::default())
         .await
         .expect("bootstrap admin");
     assert!(!report.has_errors());

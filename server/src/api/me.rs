@@ -58,6 +58,13 @@ pub async fn me(svc: Services, caller: Caller, params: Params) -> ServerResult<J
         ] {
             map.entry(key).or_insert_with(|| json!([]));
         }
+        // Clients written for DHIS2 before 2.38 read these from `userCredentials`.
+        let credentials = json!({
+            "id": caller.user_uid,
+            "username": caller.username,
+            "userRoles": map.get("userRoles").cloned().unwrap_or(json!([])),
+        });
+        map.insert("userCredentials".into(), credentials);
     }
     if let Some(fields) = params.get("fields") {
         let fields = parse_fields(fields).map_err(|e| ServerError::BadRequest(e.to_string()))?;

@@ -57,7 +57,7 @@ pub async fn import(
     JsonBody(payload): JsonBody,
 ) -> ServerResult<Response> {
     let params = import_params(&params)?;
-    let report = svc.metadata.import_as(&caller, &payload, params).await?;
+    let report = svc.metadata.import_as(&caller, payload, params).await?;
     Ok(report_response(report))
 }
 
@@ -172,7 +172,7 @@ async fn write_one(
     };
     let report = svc
         .metadata
-        .import_as(caller, &Value::Object(payload), params)
+        .import_as(caller, Value::Object(payload), params)
         .await?;
     let errors: Vec<_> = report.errors().cloned().collect();
     let uid = uid.or_else(|| {

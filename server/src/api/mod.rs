@@ -88,7 +88,9 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ServerError::NotFound("No such resource".into()) })
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .layer(RequestDecompressionLayer::new())
-        .layer(TraceLayer::new_for_http())
+        // Failures are logged where they happen (internal errors in `error.rs`);
+        // a 503 while starting or a 4xx is not an incident.
+        .layer(TraceLayer::new_for_http().on_failure(()))
         .with_state(state)
 }
 

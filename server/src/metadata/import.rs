@@ -148,37 +148,47 @@ fn normalize_user(body: &mut Map<String, Value>) {
 /// Plan an import. `hash_password` turns a plain password into a stored hash.
 pub fn plan(
     snapshot: &Snapshot,
-    payload: &Value,
+    payload: Value,
     params: ImportParams,
     now: OffsetDateTime,
-    hash_password: &dyn Fn(&str) -> String,
+    hash_password: &(dyn Fn(&str) -> String + Sync),
 ) -> Result<Plan, PayloadError> {
-    let root = payload.as_object().ok_or(PayloadError::NotAnObject)?;
+    // The payload is taken by value: objects move into the plan rather than
+    // being copied, which matters for a national org unit tree.
+    let Value::Object(root) = payload else {
+        return Err(PayloadError::NotAnObject);
+    };
 
     // 1. Gather candidates in dependency order, checking shapes.
-    let mut kinds: Vec<&String> = root
-        .keys()
-        .filter(|k| !NON_TYPE_KEYS.contains(&k.as_str()))
+    let mut kinds: Vec<(String, Value)> = root
+        .into_iter()
+        .filter(|(k, _)| !NON_TYPE_KEYS.contains(&k.as_str()))
         .collect();
-    kinds.sort_by_key(|k| import_rank(k));
+    kinds.sort_by_key(|(k, _)| import_rank(k));
     let mut candidates: Vec<Candidate> = Vec::new();
-    for kind in kinds {
-        let Some(items) = root[kind.as_str()].as_array() else {
-            if root[kind.as_str()].is_object() || root[kind.as_str()].is_null() {
-                continue; // e.g. a `settings` object; not a type
-            }
-            return Err(PayloadError::NotAnArray { kind: kind.clone() });
+    for (kind, items) in kinds {
+        let items = match items {
+            Value::Array(items) => items,
+            // e.g. a `settings` object; not a type
+            Value::Object(_) | Value::Null => continue,
+            _ => return Err(PayloadError::NotAnArray { kind }),
         };
-        for (index, item) in items.iter().enumerate() {
-            let Some(obj) = item.as_object() else {
+        let kind = &kind;
+        for (index, item) in items.into_iter().enumerate() {
+            let Value::Object(mut body) = item else {
                 return Err(PayloadError::NotAnObjectItem {
                     kind: kind.clone(),
                     index,
                 });
             };
-            let mut body = obj.clone();
             if kind == "users" {
                 normalize_user(&mut body);
+            }
+            if kind == "organisationUnits" {
+                // Read-only in DHIS2: derived from `parent`, never taken from a payload.
+                for derived in ["children", "ancestors", "leaf", "path", "level"] {
+                    body.remove(derived);
+                }
             }
             let body = Value::Object(body);
             check_types(kind, index, &body)?;
@@ -529,11 +539,17 @@ pub fn plan(
         derive_option_combos(&mut bodies, snapshot, &mut per_kind);
         let org_units = place_org_units(&mut bodies, snapshot);
         change.org_units = org_units;
-        let mut uids: Vec<&String> = bodies.keys().collect();
-        uids.sort_by_key(|u| (import_rank(&bodies[*u].0), (*u).clone()));
-        for uid in uids {
-            let (kind, body) = &bodies[uid];
-            let mut body = body.clone();
+        let mut uids: Vec<(usize, String)> = bodies
+            .iter()
+            .map(|(u, (k, _))| (import_rank(k), u.clone()))
+            .collect();
+        uids.sort();
+        let mut plain_passwords: Vec<Option<String>> = Vec::new();
+        for (_, uid) in uids {
+            let Some((kind, mut body)) = bodies.remove(&uid) else {
+                continue;
+            };
+            let (uid, kind) = (&uid, &kind);
             let created = snapshot
                 .get(uid)
                 .and_then(|o| o.body.get("created"))
@@ -558,13 +574,16 @@ pub fn plan(
                     change.credentials.push(CredentialWrite {
                         user_uid: uid.clone(),
                         username,
-                        password_hash: password
+                        password_hash: None,
+                        disabled,
+                    });
+                    plain_passwords.push(
+                        password
                             .as_ref()
                             .and_then(Value::as_str)
                             .filter(|p| !p.is_empty())
-                            .map(hash_password),
-                        disabled,
-                    });
+                            .map(str::to_string),
+                    );
                 }
             }
             change.upserts.push(ObjectWrite {
@@ -581,6 +600,7 @@ pub fn plan(
                 last_updated: now,
             });
         }
+        hash_all(&mut change.credentials, &plain_passwords, hash_password);
     }
 
     let type_reports: Vec<TypeReport> = per_kind.into_values().collect();
@@ -606,6 +626,25 @@ pub fn plan(
     Ok(Plan { report, change })
 }
 
+/// Argon2 is slow on purpose; a payload with many users hashes on every core.
+fn hash_all(
+    credentials: &mut [CredentialWrite],
+    plain: &[Option<String>],
+    hash_password: &(dyn Fn(&str) -> String + Sync),
+) {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = plain.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        for (creds, plains) in credentials.chunks_mut(chunk).zip(plain.chunks(chunk)) {
+            scope.spawn(move || {
+                for (c, p) in creds.iter_mut().zip(plains) {
+                    c.password_hash = p.as_deref().map(hash_password);
+                }
+            });
+        }
+    });
+}
+
 /// Remove reference `id` found at `path` (`field` or `field[]`).
 fn drop_reference(body: &mut Value, path: &str, id: &str) {
     let Value::Object(map) = body else { return };
@@ -626,7 +665,7 @@ fn check_types(kind: &str, index: usize, body: &Value) -> Result<(), PayloadErro
         index: usize,
         body: &Value,
     ) -> Result<(), PayloadError> {
-        serde_json::from_value::<T>(body.clone())
+        T::deserialize(body)
             .map(|_| ())
             .map_err(|e| PayloadError::WrongType {
                 kind: kind.to_string(),
@@ -998,7 +1037,7 @@ mod tests {
     fn with_defaults() -> Snapshot {
         let plan = plan(
             &Snapshot::default(),
-            &defaults::payload(),
+            defaults::payload(),
             ImportParams::default(),
             now(),
             &|p| p.to_string(),
@@ -1042,7 +1081,7 @@ mod tests {
             "categoryOptionCombos": [{"id": "CocMale0001", "name": "Male",
                 "categoryCombo": {"id": "ComboSex001"}, "categoryOptions": [{"id": "OptMale0001"}]}]
         });
-        let p = plan(&snap, &payload, ImportParams::default(), now(), &|p| {
+        let p = plan(&snap, payload, ImportParams::default(), now(), &|p| {
             p.into()
         })
         .unwrap();
@@ -1065,7 +1104,7 @@ mod tests {
             "valueType": "NUMBER", "domainType": "AGGREGATE", "aggregationType": "SUM",
             "categoryCombo": {"id": "MissingCc01"}}],
             "indicatorTypes": [{"id": "ItPercent01", "name": "Percent", "factor": 100}]});
-        let p = plan(&snap, &payload, ImportParams::default(), now(), &|p| {
+        let p = plan(&snap, payload, ImportParams::default(), now(), &|p| {
             p.into()
         })
         .unwrap();
@@ -1087,7 +1126,7 @@ mod tests {
             atomic: AtomicMode::None,
             ..ImportParams::default()
         };
-        let p = plan(&snap, &payload, params, now(), &|p| p.into()).unwrap();
+        let p = plan(&snap, payload, params, now(), &|p| p.into()).unwrap();
         assert_eq!(p.change.upserts.len(), 1);
         assert_eq!(p.change.upserts[0].uid, "ItPercent01");
     }
@@ -1099,7 +1138,7 @@ mod tests {
             {"id": "OuChild0001", "name": "Child", "shortName": "C", "openingDate": "2000-01-01", "parent": {"id": "OuRoot00001"}},
             {"id": "OuRoot00001", "name": "Root", "shortName": "R", "openingDate": "2000-01-01"}
         ]});
-        let p = plan(&snap, &payload, ImportParams::default(), now(), &|p| {
+        let p = plan(&snap, payload, ImportParams::default(), now(), &|p| {
             p.into()
         })
         .unwrap();
@@ -1112,10 +1151,7 @@ mod tests {
             {"id": "OuA00000001", "name": "A", "shortName": "A", "openingDate": "2000-01-01", "parent": {"id": "OuB00000001"}},
             {"id": "OuB00000001", "name": "B", "shortName": "B", "openingDate": "2000-01-01", "parent": {"id": "OuA00000001"}}
         ]});
-        let p = plan(&snap, &cyclic, ImportParams::default(), now(), &|p| {
-            p.into()
-        })
-        .unwrap();
+        let p = plan(&snap, cyclic, ImportParams::default(), now(), &|p| p.into()).unwrap();
         assert_eq!(p.report.status, Status::Error);
         assert!(p.report.errors().any(|e| e.error_code == "H4001"));
         assert!(p.change.upserts.is_empty());
@@ -1129,7 +1165,7 @@ mod tests {
             {"id": "Const000001", "name": "b", "value": 1},
             {"id": "Const000001", "name": "c", "value": 2}
         ]});
-        let p = plan(&snap, &payload, ImportParams::default(), now(), &|p| {
+        let p = plan(&snap, payload, ImportParams::default(), now(), &|p| {
             p.into()
         })
         .unwrap();
@@ -1143,12 +1179,12 @@ mod tests {
         let payload =
             json!({"dataSets": [{"id": "DataSet0001", "name": "x", "periodType": "Fortnightly"}]});
         assert!(matches!(
-            plan(&snap, &payload, ImportParams::default(), now(), &|p| p
+            plan(&snap, payload, ImportParams::default(), now(), &|p| p
                 .into()),
             Err(PayloadError::WrongType { .. })
         ));
         assert!(matches!(
-            plan(&snap, &json!([1]), ImportParams::default(), now(), &|p| p
+            plan(&snap, json!([1]), ImportParams::default(), now(), &|p| p
                 .into()),
             Err(PayloadError::NotAnObject)
         ));
@@ -1161,7 +1197,7 @@ mod tests {
             {"id": "UserA000001", "username": "amina", "password": "secret", "firstName": "A", "surname": "B"},
             {"id": "UserB000001", "userCredentials": {"username": "baraka", "password": "pw"}, "firstName": "B", "surname": "C"}
         ]});
-        let p = plan(&snap, &payload, ImportParams::default(), now(), &|p| {
+        let p = plan(&snap, payload, ImportParams::default(), now(), &|p| {
             format!("hash:{p}")
         })
         .unwrap();
@@ -1184,7 +1220,7 @@ mod tests {
         let snap = with_defaults();
         let payload = json!({"users": [{"id": "UserA000001", "username": "owner",
             "userRoles": [{"id": "NoSuchRole1"}], "firstName": "P", "surname": "A"}]});
-        let p = plan(&snap, &payload, ImportParams::default(), now(), &|p| {
+        let p = plan(&snap, payload, ImportParams::default(), now(), &|p| {
             p.into()
         })
         .unwrap();

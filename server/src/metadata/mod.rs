@@ -41,7 +41,7 @@ impl MetadataService {
             .is_none()
         {
             let report = service
-                .import(&defaults::payload(), ImportParams::default())
+                .import(defaults::payload(), ImportParams::default())
                 .await?;
             if report.has_errors() {
                 return Err(ServerError::Internal(
@@ -87,14 +87,23 @@ impl MetadataService {
     pub async fn import_as(
         &self,
         caller: &Caller,
-        payload: &Value,
+        payload: Value,
         params: ImportParams,
     ) -> ServerResult<ImportReport> {
-        caller.require_any(&[hisa_shared::authority::METADATA_IMPORT])?;
+        // Users and roles alone are a user manager's business (`POST /api/users`);
+        // anything else is a metadata import.
+        let only_users = payload.as_object().is_some_and(|m| {
+            m.iter()
+                .filter(|(_, v)| v.as_array().is_some_and(|a| !a.is_empty()))
+                .all(|(k, _)| k == "users" || k == "userRoles")
+        });
+        if !only_users {
+            caller.require_any(&[hisa_shared::authority::METADATA_IMPORT])?;
+        }
         if payload.get("users").is_some() || payload.get("userRoles").is_some() {
             caller.require_any(&[hisa_shared::authority::USER_ADD])?;
             if !caller.is_superuser() {
-                self.check_no_escalation(caller, payload).await?;
+                self.check_no_escalation(caller, &payload).await?;
             }
         }
         self.import(payload, params).await
@@ -177,19 +186,14 @@ impl MetadataService {
 
     /// Import without an authority check: for the CLI, the demo seed and
     /// bootstrap, which run with the operator's rights.
-    pub async fn import(
-        &self,
-        payload: &Value,
-        params: ImportParams,
-    ) -> ServerResult<ImportReport> {
+    pub async fn import(&self, payload: Value, params: ImportParams) -> ServerResult<ImportReport> {
         let _guard = self.import_lock.lock().await;
         let snap = self.snapshot().await?;
-        let payload = payload.clone();
         // Planning hashes passwords (Argon2 is deliberately slow): off the runtime.
         let plan = tokio::task::spawn_blocking(move || {
             plan(
                 &snap,
-                &payload,
+                payload,
                 params,
                 OffsetDateTime::now_utc(),
                 &hash_password,

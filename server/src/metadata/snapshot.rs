@@ -54,6 +54,7 @@ impl Snapshot {
             version,
             ..Snapshot::default()
         };
+        let mut pending = Vec::with_capacity(stored.len());
         for o in stored {
             snap.by_kind
                 .entry(o.kind.clone())
@@ -102,6 +103,39 @@ impl Snapshot {
                 }
                 snap.tree.insert(o.uid.clone(), node);
             }
+            pending.push(o);
+        }
+        // Read-only tree fields DHIS2 serves on org units; computed here, never stored.
+        for o in pending.iter_mut() {
+            if o.kind != "organisationUnits" {
+                continue;
+            }
+            let children = snap.children.get(&o.uid).cloned().unwrap_or_default();
+            let path = snap
+                .tree
+                .get(&o.uid)
+                .map(|n| n.path.clone())
+                .unwrap_or_default();
+            if let Value::Object(map) = &mut o.body {
+                map.insert("leaf".into(), Value::Bool(children.is_empty()));
+                map.insert(
+                    "children".into(),
+                    Value::Array(
+                        children
+                            .iter()
+                            .map(|c| serde_json::json!({"id": c}))
+                            .collect(),
+                    ),
+                );
+                let ancestors: Vec<Value> = path
+                    .split('/')
+                    .filter(|s| !s.is_empty() && *s != o.uid)
+                    .map(|a| serde_json::json!({"id": a}))
+                    .collect();
+                map.insert("ancestors".into(), Value::Array(ancestors));
+            }
+        }
+        for o in pending {
             snap.objects.insert(
                 o.uid,
                 Arc::new(Object {
