@@ -5,6 +5,7 @@
 //! - [`store`]: the storage trait and its SQLite and PostgreSQL implementations.
 //! - [`metadata`]: the in-memory metadata snapshot and the metadata import.
 //! - [`auth`]: who is calling ([`auth::Caller`]), passwords, tokens, sessions.
+//! - [`data`]: aggregate data values in and out, completions, the audit trail.
 //! - [`query`]: DHIS2's `fields`, `filter`, `order` and paging conventions.
 //! - [`api`]: HTTP handlers and the router.
 //! - [`demo`], [`seed`]: the generated demo country and loading it.
@@ -13,6 +14,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod data;
 pub mod demo;
 pub mod error;
 pub mod metadata;

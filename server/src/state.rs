@@ -18,6 +18,8 @@ use crate::store::Store;
 pub struct Config {
     /// Largest request body accepted, in bytes.
     pub body_limit: usize,
+    /// Largest data value set body accepted, in bytes (streamed, so large is fine).
+    pub data_body_limit: usize,
     /// Send the session cookie with `Secure` (behind TLS).
     pub secure_cookies: bool,
     pub session_hours: i64,
@@ -27,6 +29,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             body_limit: 64 * 1024 * 1024,
+            data_body_limit: 2 * 1024 * 1024 * 1024,
             secure_cookies: false,
             session_hours: 12,
         }

@@ -8,11 +8,13 @@
 //! - [`schema`]: which metadata types exist, their required fields and references.
 //! - [`metadata`]: typed views of DHIS2 metadata JSON; the built-in defaults.
 //! - [`category`]: the category option combos a category combo implies.
+//! - [`datavalue`]: id schemes, import strategies and the data import summary.
 //! - [`webmessage`]: DHIS2's response envelopes and import reports.
 //! - [`authority`]: authority names.
 
 pub mod authority;
 pub mod category;
+pub mod datavalue;
 pub mod metadata;
 pub mod period;
 pub mod schema;

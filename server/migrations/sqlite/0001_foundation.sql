@@ -88,9 +88,11 @@ CREATE TABLE data_value (
     created        TEXT    NOT NULL,
     last_updated   TEXT    NOT NULL,
     deleted        INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (data_element_id, period_id, org_unit_id, category_option_combo_id, attribute_option_combo_id)
+    -- Org unit and period first: a form (one unit, one period) is written
+    -- and read together, and a subtree query walks org units.
+    PRIMARY KEY (org_unit_id, period_id, data_element_id, category_option_combo_id, attribute_option_combo_id)
 ) WITHOUT ROWID;
-CREATE INDEX data_value_org_unit_period ON data_value (org_unit_id, period_id);
+CREATE INDEX data_value_element_period ON data_value (data_element_id, period_id);
 CREATE INDEX data_value_last_updated ON data_value (last_updated);
 
 CREATE TABLE complete_registration (

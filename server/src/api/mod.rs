@@ -2,6 +2,7 @@
 //! call a service, map the result.
 
 mod body;
+mod data;
 mod me;
 mod metadata;
 mod system;
@@ -71,6 +72,24 @@ pub fn router(state: AppState) -> Router {
         .route("/api/auth/login", post(me::login))
         .route("/api/auth/logout", post(me::logout))
         .route("/api/apiToken", post(me::create_api_token))
+        .route("/api/dataValueSets", get(data::export).post(data::import))
+        .route("/api/dataValueSets.json", get(data::export_json))
+        .route("/api/dataValueSets.csv", get(data::export_csv))
+        .route("/api/dataValueSets.adx", get(data::export_adx))
+        .route("/api/dataValueSets.adx+xml", get(data::export_adx))
+        .route(
+            "/api/dataValues",
+            get(data::get_value)
+                .post(data::post_value)
+                .delete(data::delete_value),
+        )
+        .route(
+            "/api/completeDataSetRegistrations",
+            get(data::get_completions)
+                .post(data::post_completions)
+                .delete(data::delete_completion),
+        )
+        .route("/api/audits/dataValue", get(data::audits))
         .route(
             "/api/metadata",
             get(metadata::export).post(metadata::import),

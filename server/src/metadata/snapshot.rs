@@ -45,7 +45,11 @@ pub struct Snapshot {
     tree: HashMap<String, TreeNode>,
     children: HashMap<String, Vec<String>>,
     codes: HashMap<(String, String), String>,
+    names: HashMap<(String, String), String>,
     usernames: HashMap<String, String>,
+    uids_by_id: HashMap<i64, String>,
+    /// Data entry rules derived from the metadata, built on first use.
+    data_index: std::sync::OnceLock<crate::data::index::DataIndex>,
 }
 
 impl Snapshot {
@@ -64,6 +68,11 @@ impl Snapshot {
                 snap.codes
                     .insert((o.kind.clone(), code.to_string()), o.uid.clone());
             }
+            if let Some(name) = o.body.get("name").and_then(Value::as_str) {
+                snap.names
+                    .insert((o.kind.clone(), name.to_string()), o.uid.clone());
+            }
+            snap.uids_by_id.insert(o.id, o.uid.clone());
             if o.kind == "users" {
                 if let Some(name) = o.body.get("username").and_then(Value::as_str) {
                     snap.usernames.insert(name.to_lowercase(), o.uid.clone());
@@ -188,6 +197,22 @@ impl Snapshot {
         self.codes
             .get(&(kind.to_string(), code.to_string()))
             .map(String::as_str)
+    }
+
+    pub fn uid_by_name(&self, kind: &str, name: &str) -> Option<&str> {
+        self.names
+            .get(&(kind.to_string(), name.to_string()))
+            .map(String::as_str)
+    }
+
+    /// The UID of the object with this internal id.
+    pub fn uid_of(&self, id: i64) -> Option<&str> {
+        self.uids_by_id.get(&id).map(String::as_str)
+    }
+
+    pub fn data_index(&self) -> &crate::data::index::DataIndex {
+        self.data_index
+            .get_or_init(|| crate::data::index::DataIndex::build(self))
     }
 
     pub fn user_uid_by_username(&self, username: &str) -> Option<&str> {

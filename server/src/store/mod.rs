@@ -168,6 +168,116 @@ pub struct EventWrite {
     pub last_updated: OffsetDateTime,
 }
 
+/// The key of one data value, by internal ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ValueKey {
+    pub org_unit_id: i64,
+    pub period_id: i64,
+    pub data_element_id: i64,
+    pub category_option_combo_id: i64,
+    pub attribute_option_combo_id: i64,
+}
+
+/// A stored data value (live or soft-deleted).
+#[derive(Debug, Clone)]
+pub struct StoredValue {
+    pub key: ValueKey,
+    pub period_iso: String,
+    pub value: Option<String>,
+    pub comment: Option<String>,
+    pub follow_up: bool,
+    pub stored_by: Option<String>,
+    pub created: OffsetDateTime,
+    pub last_updated: OffsetDateTime,
+    pub deleted: bool,
+}
+
+/// One audit row: what a value was and became, who changed it, through which channel.
+#[derive(Debug, Clone)]
+pub struct AuditWrite {
+    pub key: ValueKey,
+    pub previous_value: Option<String>,
+    pub value: Option<String>,
+    pub audit_type: String,
+    pub modified_by: Option<String>,
+    pub created: OffsetDateTime,
+    pub channel: String,
+    pub device: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditRow {
+    pub audit: AuditWrite,
+    pub period_iso: String,
+}
+
+/// Which values an export or an audit query wants. Empty lists mean "any".
+#[derive(Debug, Clone, Default)]
+pub struct ValueQuery {
+    pub data_element_ids: Vec<i64>,
+    pub period_ids: Vec<i64>,
+    /// Org units by id (exactly these units)…
+    pub org_unit_ids: Vec<i64>,
+    /// …or by subtree path (the units and their descendants).
+    pub org_unit_paths: Vec<String>,
+    pub attribute_option_combo_ids: Vec<i64>,
+    pub last_updated_since: Option<OffsetDateTime>,
+    pub include_deleted: bool,
+    /// Keyset paging: rows after this key, in key order.
+    pub after: Option<ValueKey>,
+    pub limit: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct CompletionRow {
+    pub data_set_id: i64,
+    pub period_iso: String,
+    pub org_unit_id: i64,
+    pub attribute_option_combo_id: i64,
+    pub completed: bool,
+    pub completed_by: Option<String>,
+    pub completed_at: OffsetDateTime,
+    pub last_updated: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CompletionQuery {
+    pub data_set_ids: Vec<i64>,
+    pub period_ids: Vec<i64>,
+    pub org_unit_ids: Vec<i64>,
+    pub org_unit_paths: Vec<String>,
+    pub limit: i64,
+}
+
+/// A unit of data writing: one transaction, committed or dropped (rolled back).
+#[async_trait]
+pub trait DataTx: Send {
+    /// Current rows for these keys, locked against concurrent writers where the database can.
+    async fn existing_values(&mut self, keys: &[ValueKey]) -> StoreResult<Vec<StoredValue>>;
+    async fn put_values(&mut self, values: &[DataValueWrite]) -> StoreResult<()>;
+    /// Period ids, creating rows inside this transaction (SQLite has one
+    /// writer: asking the store from outside would wait on ourselves).
+    async fn ensure_periods(&mut self, periods: &[PeriodRow]) -> StoreResult<Vec<(String, i64)>>;
+    async fn put_audits(&mut self, audits: &[AuditWrite]) -> StoreResult<()>;
+    /// Whether a completion exists (completed) for the key.
+    async fn completion(
+        &mut self,
+        data_set_id: i64,
+        period_id: i64,
+        org_unit_id: i64,
+        attribute_option_combo_id: i64,
+    ) -> StoreResult<Option<CompletionRow>>;
+    async fn put_completion(&mut self, c: &CompletionWrite, completed: bool) -> StoreResult<()>;
+    async fn audit_completion(
+        &mut self,
+        c: &CompletionWrite,
+        audit_type: &str,
+        channel: &str,
+        device: Option<&str>,
+    ) -> StoreResult<()>;
+    async fn commit(self: Box<Self>) -> StoreResult<()>;
+}
+
 /// Counts of stored data, for the system info and the demo banner.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DataCounts {
@@ -221,9 +331,20 @@ pub trait Store: Send + Sync + 'static {
     async fn put_events(&self, events: &[EventWrite]) -> StoreResult<()>;
     async fn data_counts(&self) -> StoreResult<DataCounts>;
 
-    /// Values stored for org units in the subtrees rooted at `paths`; used
-    /// to prove scoping until the data API lands.
+    /// Values stored for org units in the subtrees rooted at `paths`.
     async fn count_data_values_in_subtrees(&self, paths: &[String]) -> StoreResult<i64>;
+
+    /// Begin a data-writing transaction.
+    async fn begin_data(&self) -> StoreResult<Box<dyn DataTx>>;
+    /// Period ids for ISO strings that are stored (unknown ones are left out).
+    async fn period_ids(&self, isos: &[String]) -> StoreResult<Vec<(String, i64)>>;
+    /// Ids of stored periods lying within `[start, end]`.
+    async fn period_ids_within(&self, start: Date, end: Date) -> StoreResult<Vec<(String, i64)>>;
+    /// One page of values in key order.
+    async fn query_values(&self, query: &ValueQuery) -> StoreResult<Vec<StoredValue>>;
+    async fn query_completions(&self, query: &CompletionQuery) -> StoreResult<Vec<CompletionRow>>;
+    /// Audit rows matching the query (newest first), at most `query.limit`.
+    async fn query_audits(&self, query: &ValueQuery, offset: i64) -> StoreResult<Vec<AuditRow>>;
 }
 
 /// Open the store a database URL names: `postgres://…` or `sqlite:…`

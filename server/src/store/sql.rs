@@ -44,7 +44,10 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(30));
+            .busy_timeout(Duration::from_secs(30))
+            // The default 2 MB page cache thrashes on a national data table.
+            .pragma("cache_size", "-65536")
+            .pragma("temp_store", "memory");
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options.clone())
@@ -90,8 +93,273 @@ fn map_unique(e: sqlx::Error) -> StoreError {
     StoreError::Database(e)
 }
 
+const VALUE_COLUMNS: &str =
+    "d.org_unit_id, d.period_id, d.data_element_id, d.category_option_combo_id, \
+     d.attribute_option_combo_id, p.iso, d.value, d.comment, d.follow_up, d.stored_by, d.created, \
+     d.last_updated, d.deleted";
+
+const INSERT_VALUES: &str = "INSERT INTO data_value (org_unit_id, period_id, data_element_id, \
+     category_option_combo_id, attribute_option_combo_id, value, comment, follow_up, stored_by, \
+     created, last_updated, deleted) ";
+
+const UPSERT_VALUES: &str = " ON CONFLICT (org_unit_id, period_id, data_element_id, \
+     category_option_combo_id, attribute_option_combo_id) DO UPDATE SET value = excluded.value, \
+     comment = excluded.comment, follow_up = excluded.follow_up, stored_by = excluded.stored_by, \
+     last_updated = excluded.last_updated, deleted = excluded.deleted";
+
+fn stored_value_from_row<R: Row>(r: &R) -> StoreResult<StoredValue>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> bool: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> OffsetDateTime: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(StoredValue {
+        key: ValueKey {
+            org_unit_id: r.try_get("org_unit_id")?,
+            period_id: r.try_get("period_id")?,
+            data_element_id: r.try_get("data_element_id")?,
+            category_option_combo_id: r.try_get("category_option_combo_id")?,
+            attribute_option_combo_id: r.try_get("attribute_option_combo_id")?,
+        },
+        period_iso: r.try_get("iso")?,
+        value: r.try_get("value")?,
+        comment: r.try_get("comment")?,
+        follow_up: r.try_get("follow_up")?,
+        stored_by: r.try_get("stored_by")?,
+        created: r.try_get("created")?,
+        last_updated: r.try_get("last_updated")?,
+        deleted: r.try_get("deleted")?,
+    })
+}
+
+/// `AND …` clauses for a [`ValueQuery`]; `$alias` is the table holding the key columns.
+macro_rules! push_value_filters {
+    ($q:ident, $query:ident, $alias:literal) => {{
+        for (column, ids) in [
+            ("data_element_id", &$query.data_element_ids),
+            ("period_id", &$query.period_ids),
+            ("org_unit_id", &$query.org_unit_ids),
+            (
+                "attribute_option_combo_id",
+                &$query.attribute_option_combo_ids,
+            ),
+        ] {
+            if !ids.is_empty() {
+                $q.push(format!(" AND {}.{} IN (", $alias, column));
+                let mut sep = $q.separated(", ");
+                for id in ids.iter() {
+                    sep.push_bind(*id);
+                }
+                $q.push(")");
+            }
+        }
+        if !$query.org_unit_paths.is_empty() {
+            $q.push(" AND (");
+            for (i, path) in $query.org_unit_paths.iter().enumerate() {
+                let (lo, hi) = subtree_bounds(path);
+                if i > 0 {
+                    $q.push(" OR ");
+                }
+                $q.push("(o.path >= ");
+                $q.push_bind(lo);
+                $q.push(" AND o.path < ");
+                $q.push_bind(hi);
+                $q.push(")");
+            }
+            $q.push(")");
+        }
+    }};
+}
+
 macro_rules! impl_store {
-    ($store:ty, $db:ty, $backend:expr, $migrations:literal) => {
+    ($store:ty, $db:ty, $backend:expr, $migrations:literal, $tx:ident, $lock:literal) => {
+        pub struct $tx {
+            tx: sqlx::Transaction<'static, $db>,
+        }
+
+        #[async_trait]
+        impl DataTx for $tx {
+            async fn existing_values(&mut self, keys: &[ValueKey]) -> StoreResult<Vec<StoredValue>> {
+                let mut out = Vec::with_capacity(keys.len());
+                for chunk in keys.chunks(500) {
+                    let mut q: QueryBuilder<$db> = QueryBuilder::new(format!(
+                        "SELECT {VALUE_COLUMNS} FROM data_value d JOIN period p ON p.id = d.period_id
+                         WHERE (d.org_unit_id, d.period_id, d.data_element_id, d.category_option_combo_id,
+                                d.attribute_option_combo_id) IN (VALUES "
+                    ));
+                    for (i, k) in chunk.iter().enumerate() {
+                        if i > 0 {
+                            q.push(", ");
+                        }
+                        q.push("(");
+                        let mut sep = q.separated(", ");
+                        sep.push_bind(k.org_unit_id)
+                            .push_bind(k.period_id)
+                            .push_bind(k.data_element_id)
+                            .push_bind(k.category_option_combo_id)
+                            .push_bind(k.attribute_option_combo_id);
+                        q.push(")");
+                    }
+                    q.push(")");
+                    q.push($lock);
+                    for row in q.build().fetch_all(&mut *self.tx).await? {
+                        out.push(stored_value_from_row(&row)?);
+                    }
+                }
+                Ok(out)
+            }
+
+            async fn put_values(&mut self, values: &[DataValueWrite]) -> StoreResult<()> {
+                for chunk in values.chunks(BATCH_ROWS) {
+                    let mut q: QueryBuilder<$db> = QueryBuilder::new(INSERT_VALUES);
+                    q.push_values(chunk, |mut b, v| {
+                        b.push_bind(v.org_unit_id)
+                            .push_bind(v.period_id)
+                            .push_bind(v.data_element_id)
+                            .push_bind(v.category_option_combo_id)
+                            .push_bind(v.attribute_option_combo_id)
+                            .push_bind(&v.value)
+                            .push_bind(&v.comment)
+                            .push_bind(v.follow_up)
+                            .push_bind(&v.stored_by)
+                            .push_bind(v.created)
+                            .push_bind(v.last_updated)
+                            .push_bind(v.deleted);
+                    });
+                    q.push(UPSERT_VALUES);
+                    q.build().execute(&mut *self.tx).await?;
+                }
+                Ok(())
+            }
+
+            async fn ensure_periods(&mut self, periods: &[PeriodRow]) -> StoreResult<Vec<(String, i64)>> {
+                let mut out = Vec::with_capacity(periods.len());
+                for p in periods {
+                    sqlx::query(
+                        "INSERT INTO period (iso, period_type, start_date, end_date) VALUES ($1, $2, $3, $4)
+                         ON CONFLICT (iso) DO NOTHING",
+                    )
+                    .bind(&p.iso)
+                    .bind(&p.period_type)
+                    .bind(p.start_date)
+                    .bind(p.end_date)
+                    .execute(&mut *self.tx)
+                    .await?;
+                    let id: i64 = sqlx::query_scalar("SELECT id FROM period WHERE iso = $1")
+                        .bind(&p.iso)
+                        .fetch_one(&mut *self.tx)
+                        .await?;
+                    out.push((p.iso.clone(), id));
+                }
+                Ok(out)
+            }
+
+            async fn put_audits(&mut self, audits: &[AuditWrite]) -> StoreResult<()> {
+                for chunk in audits.chunks(BATCH_ROWS) {
+                    let mut q: QueryBuilder<$db> = QueryBuilder::new(
+                        "INSERT INTO data_value_audit (data_element_id, period_id, org_unit_id,
+                           category_option_combo_id, attribute_option_combo_id, previous_value, value,
+                           audit_type, modified_by, created, channel, device) ",
+                    );
+                    q.push_values(chunk, |mut b, a| {
+                        b.push_bind(a.key.data_element_id)
+                            .push_bind(a.key.period_id)
+                            .push_bind(a.key.org_unit_id)
+                            .push_bind(a.key.category_option_combo_id)
+                            .push_bind(a.key.attribute_option_combo_id)
+                            .push_bind(&a.previous_value)
+                            .push_bind(&a.value)
+                            .push_bind(&a.audit_type)
+                            .push_bind(&a.modified_by)
+                            .push_bind(a.created)
+                            .push_bind(&a.channel)
+                            .push_bind(&a.device);
+                    });
+                    q.build().execute(&mut *self.tx).await?;
+                }
+                Ok(())
+            }
+
+            async fn completion(
+                &mut self,
+                data_set_id: i64,
+                period_id: i64,
+                org_unit_id: i64,
+                attribute_option_combo_id: i64,
+            ) -> StoreResult<Option<CompletionRow>> {
+                let row = sqlx::query(
+                    "SELECT c.data_set_id, p.iso, c.org_unit_id, c.attribute_option_combo_id, c.completed,
+                            c.completed_by, c.completed_at, c.last_updated
+                     FROM complete_registration c JOIN period p ON p.id = c.period_id
+                     WHERE c.data_set_id = $1 AND c.period_id = $2 AND c.org_unit_id = $3
+                       AND c.attribute_option_combo_id = $4",
+                )
+                .bind(data_set_id)
+                .bind(period_id)
+                .bind(org_unit_id)
+                .bind(attribute_option_combo_id)
+                .fetch_optional(&mut *self.tx)
+                .await?;
+                row.map(|r| completion_from_row(&r)).transpose()
+            }
+
+            async fn put_completion(&mut self, c: &CompletionWrite, completed: bool) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO complete_registration (data_set_id, period_id, org_unit_id,
+                       attribute_option_combo_id, completed, completed_by, completed_at, last_updated)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                     ON CONFLICT (data_set_id, period_id, org_unit_id, attribute_option_combo_id)
+                     DO UPDATE SET completed = excluded.completed, completed_by = excluded.completed_by,
+                       completed_at = excluded.completed_at, last_updated = excluded.last_updated",
+                )
+                .bind(c.data_set_id)
+                .bind(c.period_id)
+                .bind(c.org_unit_id)
+                .bind(c.attribute_option_combo_id)
+                .bind(completed)
+                .bind(&c.completed_by)
+                .bind(c.completed_at)
+                .bind(OffsetDateTime::now_utc())
+                .execute(&mut *self.tx)
+                .await?;
+                Ok(())
+            }
+
+            async fn audit_completion(
+                &mut self,
+                c: &CompletionWrite,
+                audit_type: &str,
+                channel: &str,
+                device: Option<&str>,
+            ) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO completion_audit (data_set_id, period_id, org_unit_id,
+                       attribute_option_combo_id, audit_type, modified_by, created, channel, device)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(c.data_set_id)
+                .bind(c.period_id)
+                .bind(c.org_unit_id)
+                .bind(c.attribute_option_combo_id)
+                .bind(audit_type)
+                .bind(&c.completed_by)
+                .bind(OffsetDateTime::now_utc())
+                .bind(channel)
+                .bind(device)
+                .execute(&mut *self.tx)
+                .await?;
+                Ok(())
+            }
+
+            async fn commit(self: Box<Self>) -> StoreResult<()> {
+                self.tx.commit().await?;
+                Ok(())
+            }
+        }
+
         #[async_trait]
         impl Store for $store {
             fn backend(&self) -> Backend {
@@ -384,14 +652,11 @@ macro_rules! impl_store {
             async fn put_data_values(&self, values: &[DataValueWrite]) -> StoreResult<()> {
                 let mut tx = self.writer.begin().await?;
                 for chunk in values.chunks(BATCH_ROWS) {
-                    let mut q: QueryBuilder<$db> = QueryBuilder::new(
-                        "INSERT INTO data_value (data_element_id, period_id, org_unit_id, category_option_combo_id,
-                           attribute_option_combo_id, value, comment, follow_up, stored_by, created, last_updated, deleted) ",
-                    );
+                    let mut q: QueryBuilder<$db> = QueryBuilder::new(INSERT_VALUES);
                     q.push_values(chunk, |mut b, v| {
-                        b.push_bind(v.data_element_id)
+                        b.push_bind(v.org_unit_id)
                             .push_bind(v.period_id)
-                            .push_bind(v.org_unit_id)
+                            .push_bind(v.data_element_id)
                             .push_bind(v.category_option_combo_id)
                             .push_bind(v.attribute_option_combo_id)
                             .push_bind(&v.value)
@@ -402,11 +667,7 @@ macro_rules! impl_store {
                             .push_bind(v.last_updated)
                             .push_bind(v.deleted);
                     });
-                    q.push(
-                        " ON CONFLICT (data_element_id, period_id, org_unit_id, category_option_combo_id, attribute_option_combo_id)
-                          DO UPDATE SET value = excluded.value, comment = excluded.comment, follow_up = excluded.follow_up,
-                          stored_by = excluded.stored_by, last_updated = excluded.last_updated, deleted = excluded.deleted",
-                    );
+                    q.push(UPSERT_VALUES);
                     q.build().execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
@@ -507,6 +768,136 @@ macro_rules! impl_store {
                 }
                 Ok(total)
             }
+
+            async fn begin_data(&self) -> StoreResult<Box<dyn DataTx>> {
+                Ok(Box::new($tx {
+                    tx: self.writer.begin().await?,
+                }))
+            }
+
+            async fn period_ids(&self, isos: &[String]) -> StoreResult<Vec<(String, i64)>> {
+                let mut out = Vec::new();
+                for chunk in isos.chunks(BATCH_ROWS) {
+                    let mut q: QueryBuilder<$db> =
+                        QueryBuilder::new("SELECT iso, id FROM period WHERE iso IN (");
+                    let mut sep = q.separated(", ");
+                    for iso in chunk {
+                        sep.push_bind(iso);
+                    }
+                    q.push(")");
+                    for row in q.build().fetch_all(&self.reader).await? {
+                        out.push((row.try_get("iso")?, row.try_get("id")?));
+                    }
+                }
+                Ok(out)
+            }
+
+            async fn period_ids_within(&self, start: Date, end: Date) -> StoreResult<Vec<(String, i64)>> {
+                let rows = sqlx::query("SELECT iso, id FROM period WHERE start_date >= $1 AND end_date <= $2")
+                    .bind(start)
+                    .bind(end)
+                    .fetch_all(&self.reader)
+                    .await?;
+                rows.iter()
+                    .map(|r| Ok((r.try_get("iso")?, r.try_get("id")?)))
+                    .collect()
+            }
+
+            async fn query_values(&self, query: &ValueQuery) -> StoreResult<Vec<StoredValue>> {
+                let mut q: QueryBuilder<$db> = QueryBuilder::new(format!(
+                    "SELECT {VALUE_COLUMNS} FROM data_value d JOIN period p ON p.id = d.period_id
+                     JOIN organisation_unit o ON o.object_id = d.org_unit_id WHERE 1 = 1"
+                ));
+                push_value_filters!(q, query, "d");
+                if !query.include_deleted {
+                    q.push(" AND d.deleted = FALSE");
+                }
+                if let Some(since) = query.last_updated_since {
+                    q.push(" AND d.last_updated >= ");
+                    q.push_bind(since);
+                }
+                if let Some(k) = query.after {
+                    q.push(" AND (d.org_unit_id, d.period_id, d.data_element_id, d.category_option_combo_id, d.attribute_option_combo_id) > (");
+                    let mut sep = q.separated(", ");
+                    sep.push_bind(k.org_unit_id)
+                        .push_bind(k.period_id)
+                        .push_bind(k.data_element_id)
+                        .push_bind(k.category_option_combo_id)
+                        .push_bind(k.attribute_option_combo_id);
+                    q.push(")");
+                }
+                q.push(" ORDER BY d.org_unit_id, d.period_id, d.data_element_id, d.category_option_combo_id, d.attribute_option_combo_id LIMIT ");
+                q.push_bind(query.limit);
+                let rows = q.build().fetch_all(&self.reader).await?;
+                rows.iter().map(stored_value_from_row).collect()
+            }
+
+            async fn query_completions(&self, query: &CompletionQuery) -> StoreResult<Vec<CompletionRow>> {
+                let mut q: QueryBuilder<$db> = QueryBuilder::new(
+                    "SELECT c.data_set_id, p.iso, c.org_unit_id, c.attribute_option_combo_id, c.completed,
+                            c.completed_by, c.completed_at, c.last_updated
+                     FROM complete_registration c JOIN period p ON p.id = c.period_id
+                     JOIN organisation_unit o ON o.object_id = c.org_unit_id WHERE c.completed = TRUE",
+                );
+                let values = ValueQuery {
+                    period_ids: query.period_ids.clone(),
+                    org_unit_ids: query.org_unit_ids.clone(),
+                    org_unit_paths: query.org_unit_paths.clone(),
+                    ..ValueQuery::default()
+                };
+                push_value_filters!(q, values, "c");
+                if !query.data_set_ids.is_empty() {
+                    q.push(" AND c.data_set_id IN (");
+                    let mut sep = q.separated(", ");
+                    for id in &query.data_set_ids {
+                        sep.push_bind(*id);
+                    }
+                    q.push(")");
+                }
+                q.push(" ORDER BY c.org_unit_id, c.period_id, c.data_set_id LIMIT ");
+                q.push_bind(query.limit);
+                let rows = q.build().fetch_all(&self.reader).await?;
+                rows.iter().map(completion_from_row).collect()
+            }
+
+            async fn query_audits(&self, query: &ValueQuery, offset: i64) -> StoreResult<Vec<AuditRow>> {
+                let mut q: QueryBuilder<$db> = QueryBuilder::new(
+                    "SELECT a.data_element_id, a.period_id, a.org_unit_id, a.category_option_combo_id,
+                            a.attribute_option_combo_id, a.previous_value, a.value, a.audit_type, a.modified_by,
+                            a.created, a.channel, a.device, p.iso
+                     FROM data_value_audit a JOIN period p ON p.id = a.period_id
+                     JOIN organisation_unit o ON o.object_id = a.org_unit_id WHERE 1 = 1",
+                );
+                push_value_filters!(q, query, "a");
+                q.push(" ORDER BY a.id DESC LIMIT ");
+                q.push_bind(query.limit);
+                q.push(" OFFSET ");
+                q.push_bind(offset);
+                let rows = q.build().fetch_all(&self.reader).await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(AuditRow {
+                            audit: AuditWrite {
+                                key: ValueKey {
+                                    org_unit_id: r.try_get("org_unit_id")?,
+                                    period_id: r.try_get("period_id")?,
+                                    data_element_id: r.try_get("data_element_id")?,
+                                    category_option_combo_id: r.try_get("category_option_combo_id")?,
+                                    attribute_option_combo_id: r.try_get("attribute_option_combo_id")?,
+                                },
+                                previous_value: r.try_get("previous_value")?,
+                                value: r.try_get("value")?,
+                                audit_type: r.try_get("audit_type")?,
+                                modified_by: r.try_get("modified_by")?,
+                                created: r.try_get("created")?,
+                                channel: r.try_get("channel")?,
+                                device: r.try_get("device")?,
+                            },
+                            period_iso: r.try_get("iso")?,
+                        })
+                    })
+                    .collect()
+            }
         }
     };
 }
@@ -528,15 +919,40 @@ where
     })
 }
 
+fn completion_from_row<R: Row>(r: &R) -> StoreResult<CompletionRow>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> bool: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> OffsetDateTime: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(CompletionRow {
+        data_set_id: r.try_get("data_set_id")?,
+        period_iso: r.try_get("iso")?,
+        org_unit_id: r.try_get("org_unit_id")?,
+        attribute_option_combo_id: r.try_get("attribute_option_combo_id")?,
+        completed: r.try_get("completed")?,
+        completed_by: r.try_get("completed_by")?,
+        completed_at: r.try_get("completed_at")?,
+        last_updated: r.try_get("last_updated")?,
+    })
+}
+
 impl_store!(
     SqliteStore,
     sqlx::Sqlite,
     Backend::Sqlite,
-    "migrations/sqlite"
+    "migrations/sqlite",
+    SqliteDataTx,
+    ""
 );
 impl_store!(
     PgStore,
     sqlx::Postgres,
     Backend::Postgres,
-    "migrations/postgres"
+    "migrations/postgres",
+    PgDataTx,
+    " FOR UPDATE OF d"
 );
