@@ -87,6 +87,17 @@ impl Caller {
         })
     }
 
+    /// The operator at the server's command line: every right, no user row.
+    pub fn operator(name: &str) -> Caller {
+        Caller {
+            user_uid: String::new(),
+            username: name.to_string(),
+            authorities: [authority::ALL.to_string()].into_iter().collect(),
+            capture_roots: vec![],
+            view_roots: vec![],
+        }
+    }
+
     pub fn is_superuser(&self) -> bool {
         self.authorities.contains(authority::ALL)
     }

@@ -74,6 +74,55 @@ enum Command {
         #[arg(long, default_value = "ALL")]
         atomic_mode: String,
     },
+    /// Import a data value set file (JSON, CSV or ADX, optionally .gz) with DHIS2's rules.
+    ImportData {
+        file: PathBuf,
+        /// json, csv or adx; by default from the file name, else from the content.
+        #[arg(long)]
+        format: Option<String>,
+        /// Attribute the changes to this user (and check against their rights);
+        /// by default the operator, with every right.
+        #[arg(long)]
+        username: Option<String>,
+        /// CREATE_AND_UPDATE, CREATE, UPDATE or DELETE.
+        #[arg(long, default_value = "CREATE_AND_UPDATE")]
+        import_strategy: String,
+        /// Check and count, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Write nothing unless every value is valid.
+        #[arg(long)]
+        atomic: bool,
+        /// CSV: the data set the values belong to.
+        #[arg(long)]
+        data_set: Option<String>,
+    },
+    /// Export data values, as `GET /api/dataValueSets` does.
+    ExportData {
+        #[arg(long = "data-set")]
+        data_sets: Vec<String>,
+        #[arg(long = "data-element")]
+        data_elements: Vec<String>,
+        #[arg(long = "period")]
+        periods: Vec<String>,
+        #[arg(long)]
+        start_date: Option<String>,
+        #[arg(long)]
+        end_date: Option<String>,
+        #[arg(long = "org-unit", required = true)]
+        org_units: Vec<String>,
+        /// Include the org units' descendants.
+        #[arg(long)]
+        children: bool,
+        #[arg(long)]
+        include_deleted: bool,
+        /// json, csv or adx.
+        #[arg(long, default_value = "json")]
+        format: String,
+        /// Write here instead of standard output.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
     /// Seed the demo country into an empty database.
     SeedDemo {
         #[arg(long, default_value_t = 1000)]
@@ -253,6 +302,144 @@ async fn run(cli: Cli) -> ServerResult<()> {
                     report.errors().count()
                 )));
             }
+            Ok(())
+        }
+        Command::ImportData {
+            file,
+            format,
+            username,
+            import_strategy,
+            dry_run,
+            atomic,
+            data_set,
+        } => {
+            use hisa_server::data::input::Format;
+            let path = file.display().to_string();
+            let mut head = [0u8; 512];
+            let n = {
+                use std::io::Read;
+                let mut f = std::fs::File::open(&file)
+                    .map_err(|e| ServerError::BadRequest(format!("cannot read {path}: {e}")))?;
+                f.read(&mut head).unwrap_or(0)
+            };
+            let gzipped = head.starts_with(&[0x1f, 0x8b]);
+            let format = match format.as_deref() {
+                Some(f) => Format::from_path(&format!("x.{f}")).ok_or_else(|| {
+                    ServerError::BadRequest(format!("unknown format {f}: use json, csv or adx"))
+                })?,
+                None => Format::from_path(&path).unwrap_or_else(|| {
+                    // Sniff: JSON starts with `{`, ADX with `<`, anything else is CSV.
+                    match head[..n].iter().find(|b| !b.is_ascii_whitespace()) {
+                        Some(b'{') => Format::Json,
+                        Some(b'<') => Format::Adx,
+                        _ => Format::Csv,
+                    }
+                }),
+            };
+            let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+            let store = store::open(&cli.database).await?;
+            let services = prepare(store, Config::default()).await?;
+            let snap = services.metadata.snapshot().await?;
+            let caller = match &username {
+                Some(u) => {
+                    let uid = snap
+                        .user_uid_by_username(u)
+                        .ok_or_else(|| ServerError::BadRequest(format!("no user {u}")))?;
+                    hisa_server::auth::Caller::from_user(&snap, uid)
+                        .ok_or_else(|| ServerError::BadRequest(format!("no user {u}")))?
+                }
+                None => hisa_server::auth::Caller::operator("cli"),
+            };
+            let mut options = hisa_server::data::import::DataImportOptions {
+                strategy: hisa_shared::datavalue::DataImportStrategy::parse(&import_strategy)
+                    .ok_or_else(|| {
+                        ServerError::BadRequest(format!(
+                            "unknown import strategy {import_strategy}"
+                        ))
+                    })?,
+                dry_run,
+                atomic,
+                channel: hisa_server::data::Channel::Cli,
+                ..Default::default()
+            };
+            if format == Format::Adx {
+                options.set_all_schemes(hisa_shared::datavalue::IdScheme::Code);
+            }
+            let pb = bar(size, "importing data");
+            let reader = pb.wrap_read(
+                std::fs::File::open(&file)
+                    .map_err(|e| ServerError::BadRequest(format!("cannot read {path}: {e}")))?,
+            );
+            let reader: Box<dyn std::io::Read + Send> = if gzipped {
+                Box::new(flate2::read::GzDecoder::new(reader))
+            } else {
+                Box::new(reader)
+            };
+            let request = hisa_server::data::ImportRequest {
+                format,
+                options,
+                csv_header_row: true,
+                data_set,
+            };
+            let summary =
+                hisa_server::data::import_data(&services, caller, request, reader).await?;
+            pb.finish_and_clear();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&summary).unwrap_or_default()
+            );
+            if summary.status == hisa_shared::datavalue::SummaryStatus::Error {
+                return Err(ServerError::BadRequest(
+                    "the import failed; see the summary above".into(),
+                ));
+            }
+            Ok(())
+        }
+        Command::ExportData {
+            data_sets,
+            data_elements,
+            periods,
+            start_date,
+            end_date,
+            org_units,
+            children,
+            include_deleted,
+            format,
+            output,
+        } => {
+            use hisa_server::data::input::Format;
+            let format = Format::from_path(&format!("x.{format}")).ok_or_else(|| {
+                ServerError::BadRequest(format!("unknown format {format}: use json, csv or adx"))
+            })?;
+            let store = store::open(&cli.database).await?;
+            let services = prepare(store, Config::default()).await?;
+            let caller = hisa_server::auth::Caller::operator("cli");
+            let request = hisa_server::data::export::ExportRequest {
+                data_sets,
+                data_elements,
+                periods,
+                start_date,
+                end_date,
+                org_units,
+                children,
+                include_deleted,
+                ..Default::default()
+            };
+            let plan = hisa_server::data::export::plan(&services, &caller, request).await?;
+            let mut rx = hisa_server::data::export::stream(services.clone(), plan, format);
+            let mut out: Box<dyn std::io::Write> = match &output {
+                Some(p) => Box::new(std::io::BufWriter::new(std::fs::File::create(p).map_err(
+                    |e| ServerError::BadRequest(format!("cannot write {}: {e}", p.display())),
+                )?)),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+            };
+            while let Some(chunk) = rx.recv().await {
+                let chunk = chunk.map_err(|e| ServerError::Internal(e.to_string()))?;
+                out.write_all(&chunk)
+                    .map_err(|e| ServerError::Internal(format!("write failed: {e}")))?;
+            }
+            out.flush()
+                .map_err(|e| ServerError::Internal(format!("write failed: {e}")))?;
             Ok(())
         }
         Command::SeedDemo { facilities } => {

@@ -49,3 +49,67 @@ fn migrate_then_import_a_real_package() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not valid JSON"));
 }
+
+#[test]
+fn import_and_export_data_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("data.db");
+    let bin = env!("CARGO_BIN_EXE_hisa-server");
+    let run = |args: &[&str]| {
+        let out = Command::new(bin)
+            .args(["--database", db.to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let metadata = dir.path().join("metadata.json");
+    std::fs::write(
+        &metadata,
+        serde_json::json!({
+            "organisationUnits": [{"id": "OuRoot00001", "name": "Root", "shortName": "Root", "openingDate": "1990-01-01"}],
+            "dataElements": [{"id": "DeCases0001", "name": "Cases", "shortName": "Cases", "valueType": "INTEGER",
+                "domainType": "AGGREGATE", "aggregationType": "SUM", "zeroIsSignificant": true}],
+            "dataSets": [{"id": "DsYearly001", "name": "Yearly", "shortName": "Yearly", "periodType": "Yearly",
+                "dataSetElements": [{"dataElement": {"id": "DeCases0001"}}], "organisationUnits": [{"id": "OuRoot00001"}]}]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let (ok, _, err) = run(&["import-metadata", metadata.to_str().unwrap()]);
+    assert!(ok, "{err}");
+
+    let csv = dir.path().join("values.csv");
+    std::fs::write(
+        &csv,
+        "dataelement,period,orgunit,categoryoptioncombo,attributeoptioncombo,value\n\
+         DeCases0001,2020,OuRoot00001,,,5\nDeCases0001,2021,OuRoot00001,,,7\nDeCases0001,2022,OuRoot00001,,,x\n",
+    )
+    .unwrap();
+    let (ok, out, err) = run(&["import-data", csv.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(summary["importCount"]["imported"], 2);
+    assert_eq!(summary["conflicts"][0]["errorCode"], "E7619");
+
+    let (ok, out, err) = run(&[
+        "export-data",
+        "--data-set",
+        "DsYearly001",
+        "--start-date",
+        "2019-01-01",
+        "--end-date",
+        "2023-12-31",
+        "--org-unit",
+        "OuRoot00001",
+        "--format",
+        "csv",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 3, "{out}");
+    assert!(out.contains("DeCases0001,2021,OuRoot00001,HllvX50cXC0,HllvX50cXC0,7,cli"));
+}

@@ -31,6 +31,8 @@ pub enum Channel {
     App,
     Sms,
     Console,
+    /// `hisa-server import-data`, run by an operator on the server.
+    Cli,
 }
 
 impl Channel {
@@ -40,6 +42,7 @@ impl Channel {
             Channel::App => "app",
             Channel::Sms => "sms",
             Channel::Console => "console",
+            Channel::Cli => "cli",
         }
     }
 }
