@@ -6,6 +6,7 @@
 //! - [`metadata`]: the in-memory metadata snapshot and the metadata import.
 //! - [`auth`]: who is calling ([`auth::Caller`]), passwords, tokens, sessions.
 //! - [`data`]: aggregate data values in and out, completions, the audit trail.
+//! - [`events`]: single events of programs without registration (`/api/tracker`).
 //! - [`query`]: DHIS2's `fields`, `filter`, `order` and paging conventions.
 //! - [`api`]: HTTP handlers and the router.
 //! - [`demo`], [`seed`]: the generated demo country and loading it.
@@ -17,6 +18,7 @@ pub mod auth;
 pub mod data;
 pub mod demo;
 pub mod error;
+pub mod events;
 pub mod metadata;
 pub mod query;
 pub mod seed;

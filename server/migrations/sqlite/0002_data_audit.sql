@@ -30,3 +30,15 @@ CREATE TABLE completion_audit (
     channel         TEXT    NOT NULL,
     device          TEXT
 );
+
+CREATE TABLE event_audit (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_uid       VARCHAR(11) NOT NULL,
+    audit_type      TEXT NOT NULL,
+    previous        TEXT,
+    modified_by     TEXT,
+    created         TEXT NOT NULL,
+    channel         TEXT NOT NULL,
+    device          TEXT
+);
+CREATE INDEX event_audit_event ON event_audit (event_uid);

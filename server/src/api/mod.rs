@@ -3,6 +3,7 @@
 
 mod body;
 mod data;
+mod events;
 mod me;
 mod metadata;
 mod system;
@@ -90,6 +91,9 @@ pub fn router(state: AppState) -> Router {
                 .delete(data::delete_completion),
         )
         .route("/api/audits/dataValue", get(data::audits))
+        .route("/api/tracker", post(events::import))
+        .route("/api/tracker/events", get(events::list))
+        .route("/api/tracker/events/{uid}", get(events::one))
         .route(
             "/api/metadata",
             get(metadata::export).post(metadata::import),

@@ -278,6 +278,47 @@ pub trait DataTx: Send {
     async fn commit(self: Box<Self>) -> StoreResult<()>;
 }
 
+/// A stored single event.
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    pub uid: String,
+    pub program_id: i64,
+    pub program_stage_id: i64,
+    pub org_unit_id: i64,
+    pub attribute_option_combo_id: i64,
+    pub occurred_at: Date,
+    pub status: String,
+    pub stored_by: Option<String>,
+    pub data_values: Value,
+    pub created: OffsetDateTime,
+    pub last_updated: OffsetDateTime,
+    pub deleted: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    pub program_ids: Vec<i64>,
+    pub org_unit_ids: Vec<i64>,
+    pub org_unit_paths: Vec<String>,
+    pub occurred_after: Option<Date>,
+    pub occurred_before: Option<Date>,
+    pub updated_after: Option<OffsetDateTime>,
+    pub include_deleted: bool,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct EventAudit {
+    pub event_uid: String,
+    pub audit_type: String,
+    /// The event as it was before the change (JSON), for updates and deletes.
+    pub previous: Option<String>,
+    pub modified_by: Option<String>,
+    pub channel: String,
+    pub device: Option<String>,
+}
+
 /// Counts of stored data, for the system info and the demo banner.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DataCounts {
@@ -333,6 +374,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// Values stored for org units in the subtrees rooted at `paths`.
     async fn count_data_values_in_subtrees(&self, paths: &[String]) -> StoreResult<i64>;
+
+    /// Events by UID, deleted ones included.
+    async fn events_by_uid(&self, uids: &[String]) -> StoreResult<Vec<EventRow>>;
+    /// Upsert events, soft-delete others, and audit both, in one transaction.
+    async fn write_events(
+        &self,
+        upserts: &[EventWrite],
+        deletes: &[String],
+        audits: &[EventAudit],
+    ) -> StoreResult<()>;
+    async fn query_events(&self, query: &EventQuery) -> StoreResult<Vec<EventRow>>;
 
     /// Begin a data-writing transaction.
     async fn begin_data(&self) -> StoreResult<Box<dyn DataTx>>;

@@ -769,6 +769,121 @@ macro_rules! impl_store {
                 Ok(total)
             }
 
+            async fn events_by_uid(&self, uids: &[String]) -> StoreResult<Vec<EventRow>> {
+                let mut out = Vec::new();
+                for chunk in uids.chunks(BATCH_ROWS) {
+                    let mut q: QueryBuilder<$db> = QueryBuilder::new(format!("SELECT {EVENT_COLUMNS} FROM event e WHERE e.uid IN ("));
+                    let mut sep = q.separated(", ");
+                    for u in chunk {
+                        sep.push_bind(u);
+                    }
+                    q.push(")");
+                    for row in q.build().fetch_all(&self.reader).await? {
+                        out.push(event_from_row(&row)?);
+                    }
+                }
+                Ok(out)
+            }
+
+            async fn write_events(
+                &self,
+                upserts: &[EventWrite],
+                deletes: &[String],
+                audits: &[EventAudit],
+            ) -> StoreResult<()> {
+                let mut tx = self.writer.begin().await?;
+                for e in upserts {
+                    sqlx::query(
+                        "INSERT INTO event (uid, program_id, program_stage_id, org_unit_id, attribute_option_combo_id,
+                           occurred_at, status, stored_by, data_values, created, last_updated, deleted)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, FALSE)
+                         ON CONFLICT (uid) DO UPDATE SET program_stage_id = excluded.program_stage_id,
+                           org_unit_id = excluded.org_unit_id, attribute_option_combo_id = excluded.attribute_option_combo_id,
+                           occurred_at = excluded.occurred_at, status = excluded.status, stored_by = excluded.stored_by,
+                           data_values = excluded.data_values, last_updated = excluded.last_updated, deleted = FALSE",
+                    )
+                    .bind(&e.uid)
+                    .bind(e.program_id)
+                    .bind(e.program_stage_id)
+                    .bind(e.org_unit_id)
+                    .bind(e.attribute_option_combo_id)
+                    .bind(e.occurred_at)
+                    .bind(&e.status)
+                    .bind(&e.stored_by)
+                    .bind(Json(&e.data_values))
+                    .bind(e.created)
+                    .bind(e.last_updated)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                let now = OffsetDateTime::now_utc();
+                for uid in deletes {
+                    sqlx::query("UPDATE event SET deleted = TRUE, last_updated = $2 WHERE uid = $1")
+                        .bind(uid)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                for a in audits {
+                    sqlx::query(
+                        "INSERT INTO event_audit (event_uid, audit_type, previous, modified_by, created, channel, device)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    )
+                    .bind(&a.event_uid)
+                    .bind(&a.audit_type)
+                    .bind(&a.previous)
+                    .bind(&a.modified_by)
+                    .bind(now)
+                    .bind(&a.channel)
+                    .bind(&a.device)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn query_events(&self, query: &EventQuery) -> StoreResult<Vec<EventRow>> {
+                let mut q: QueryBuilder<$db> = QueryBuilder::new(format!(
+                    "SELECT {EVENT_COLUMNS} FROM event e JOIN organisation_unit o ON o.object_id = e.org_unit_id WHERE 1 = 1"
+                ));
+                let values = ValueQuery {
+                    org_unit_ids: query.org_unit_ids.clone(),
+                    org_unit_paths: query.org_unit_paths.clone(),
+                    ..ValueQuery::default()
+                };
+                push_value_filters!(q, values, "e");
+                if !query.program_ids.is_empty() {
+                    q.push(" AND e.program_id IN (");
+                    let mut sep = q.separated(", ");
+                    for id in &query.program_ids {
+                        sep.push_bind(*id);
+                    }
+                    q.push(")");
+                }
+                if !query.include_deleted {
+                    q.push(" AND e.deleted = FALSE");
+                }
+                if let Some(d) = query.occurred_after {
+                    q.push(" AND e.occurred_at >= ");
+                    q.push_bind(d);
+                }
+                if let Some(d) = query.occurred_before {
+                    q.push(" AND e.occurred_at <= ");
+                    q.push_bind(d);
+                }
+                if let Some(t) = query.updated_after {
+                    q.push(" AND e.last_updated >= ");
+                    q.push_bind(t);
+                }
+                q.push(" ORDER BY e.occurred_at DESC, e.id DESC LIMIT ");
+                q.push_bind(query.limit);
+                q.push(" OFFSET ");
+                q.push_bind(query.offset);
+                let rows = q.build().fetch_all(&self.reader).await?;
+                rows.iter().map(event_from_row).collect()
+            }
+
             async fn begin_data(&self) -> StoreResult<Box<dyn DataTx>> {
                 Ok(Box::new($tx {
                     tx: self.writer.begin().await?,
@@ -916,6 +1031,38 @@ where
         username: r.try_get("username")?,
         password_hash: r.try_get("password_hash")?,
         disabled: r.try_get("disabled")?,
+    })
+}
+
+const EVENT_COLUMNS: &str = "e.uid, e.program_id, e.program_stage_id, e.org_unit_id, \
+     e.attribute_option_combo_id, e.occurred_at, e.status, e.stored_by, e.data_values, e.created, \
+     e.last_updated, e.deleted";
+
+fn event_from_row<R: Row>(r: &R) -> StoreResult<EventRow>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> bool: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> OffsetDateTime: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> time::Date: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Json<Value>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    let Json(data_values): Json<Value> = r.try_get("data_values")?;
+    Ok(EventRow {
+        uid: r.try_get("uid")?,
+        program_id: r.try_get("program_id")?,
+        program_stage_id: r.try_get("program_stage_id")?,
+        org_unit_id: r.try_get("org_unit_id")?,
+        attribute_option_combo_id: r.try_get("attribute_option_combo_id")?,
+        occurred_at: r.try_get("occurred_at")?,
+        status: r.try_get("status")?,
+        stored_by: r.try_get("stored_by")?,
+        data_values,
+        created: r.try_get("created")?,
+        last_updated: r.try_get("last_updated")?,
+        deleted: r.try_get("deleted")?,
     })
 }
 
