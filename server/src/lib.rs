@@ -7,6 +7,7 @@
 //! - [`auth`]: who is calling ([`auth::Caller`]), passwords, tokens, sessions.
 //! - [`data`]: aggregate data values in and out, completions, the audit trail.
 //! - [`events`]: single events of programs without registration (`/api/tracker`).
+//! - [`jobs`]: background jobs (`async=true`) and their progress.
 //! - [`query`]: DHIS2's `fields`, `filter`, `order` and paging conventions.
 //! - [`api`]: HTTP handlers and the router.
 //! - [`demo`], [`seed`]: the generated demo country and loading it.
@@ -19,6 +20,7 @@ pub mod data;
 pub mod demo;
 pub mod error;
 pub mod events;
+pub mod jobs;
 pub mod metadata;
 pub mod query;
 pub mod seed;

@@ -24,6 +24,7 @@ pub async fn prepare(store: Arc<dyn Store>, config: Config) -> ServerResult<Serv
         metadata,
         throttle: LoginThrottle::default(),
         credential_cache: CredentialCache::default(),
+        jobs: Default::default(),
         config,
     })))
 }

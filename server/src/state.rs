@@ -41,6 +41,7 @@ pub struct ServicesInner {
     pub metadata: MetadataService,
     pub throttle: LoginThrottle,
     pub credential_cache: CredentialCache,
+    pub jobs: crate::jobs::Jobs,
     pub config: Config,
 }
 

@@ -806,7 +806,64 @@ async fn overlapping_imports(backend: Backend) {
     server.stop().await;
 }
 
+/// `async=true`: the answer names a job; its summary arrives when done.
+async fn async_import_job(backend: Backend) {
+    let Some(server) = country(backend, StartOptions::default()).await else {
+        return;
+    };
+    let pe = this_month().iso();
+    let payload = json!({"dataSet": "DsOpen00001", "period": pe, "orgUnit": "OuFacA10001", "dataValues": [
+        {"dataElement": "DeDeaths001", "value": "4"}, {"dataElement": "NoSuchDe001", "value": "1"}]});
+    let (status, body) = post(
+        &server,
+        ADMIN,
+        "/api/dataValueSets?async=true",
+        "application/json",
+        payload.to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["response"]["jobType"], "DATAVALUE_IMPORT");
+    let id = body["response"]["id"].as_str().unwrap().to_string();
+    let mut summary = Value::Null;
+    for _ in 0..500 {
+        let (status, s) = server
+            .get_as(
+                ADMIN.0,
+                ADMIN.1,
+                &format!("/api/system/taskSummaries/DATAVALUE_IMPORT/{id}"),
+            )
+            .await;
+        assert_eq!(status, 200);
+        if !s.is_null() {
+            summary = s;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(summary["importCount"]["imported"], 1, "{summary:#}");
+    assert_eq!(summary["conflicts"][0]["errorCode"], "E7610");
+    let (_, tasks) = server
+        .get_as(
+            ADMIN.0,
+            ADMIN.1,
+            &format!("/api/system/tasks/DATAVALUE_IMPORT/{id}"),
+        )
+        .await;
+    assert_eq!(tasks[0]["completed"], true);
+    let (status, _) = server
+        .get_as(
+            ADMIN.0,
+            ADMIN.1,
+            "/api/system/tasks/DATAVALUE_IMPORT/NoSuchJob01",
+        )
+        .await;
+    assert_eq!(status, 404);
+    server.stop().await;
+}
+
 on_both_stores!(
+    async_import_job,
     json_import_counts_and_conflicts,
     rules_and_locks,
     bad_bodies_write_nothing,

@@ -116,7 +116,6 @@ pub async fn import(
         }
         Ok(chunk)
     });
-    let reader = SyncIoBridge::new(StreamReader::new(stream));
     let request = ImportRequest {
         format,
         options,
@@ -125,6 +124,49 @@ pub async fn import(
             .is_none_or(|v| !v.eq_ignore_ascii_case("false")),
         data_set: params.get("dataSet").map(str::to_string),
     };
+    if params.flag("async") {
+        // The body is spooled to disk (not memory), then imported in the background.
+        let mut reader = StreamReader::new(stream);
+        let mut spool = tokio::fs::File::from_std(
+            tempfile::tempfile().map_err(|e| ServerError::Internal(format!("spool file: {e}")))?,
+        );
+        let copied = tokio::io::copy(&mut reader, &mut spool).await;
+        if too_large.load(Ordering::SeqCst) {
+            return Err(ServerError::PayloadTooLarge { limit });
+        }
+        copied.map_err(|e| {
+            ServerError::BadRequest(format!("Could not read the request body: {e}"))
+        })?;
+        let mut file = spool.into_std().await;
+        std::io::Seek::rewind(&mut file)
+            .map_err(|e| ServerError::Internal(format!("spool file: {e}")))?;
+        let id = svc.jobs.start("DATAVALUE_IMPORT");
+        let job_svc = svc.clone();
+        let job_id = id.clone();
+        tokio::spawn(async move {
+            match import_data(&job_svc, caller, request, file).await {
+                Ok(summary) => {
+                    let value = serde_json::to_value(&summary).unwrap_or(Value::Null);
+                    job_svc.jobs.finish(&job_id, value, "Import done");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "background data import failed");
+                    let failed = json!({"status": "ERROR", "description": "The import failed; see the server log"});
+                    job_svc.jobs.finish(&job_id, failed, "Import failed");
+                }
+            }
+        });
+        let message = WebMessage::new(200, Status::Ok, "Initiated dataValueImport").with_response(json!({
+            "responseType": "JobConfiguration",
+            "name": "dataValueImport",
+            "id": id,
+            "created": crate::metadata::import::format_timestamp(time::OffsetDateTime::now_utc()),
+            "jobType": "DATAVALUE_IMPORT",
+            "relativeNotifierEndpoint": format!("/api/system/tasks/DATAVALUE_IMPORT/{id}"),
+        }));
+        return Ok(Json(message).into_response());
+    }
+    let reader = SyncIoBridge::new(StreamReader::new(stream));
     let summary = import_data(&svc, caller, request, reader).await?;
     if too_large.load(Ordering::SeqCst) {
         return Err(ServerError::PayloadTooLarge { limit });

@@ -64,6 +64,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/system/info", get(system::info))
         .route("/api/system/ping", get(system::ping))
         .route("/api/system/id", get(system::ids))
+        .route("/api/system/tasks/{job_type}/{id}", get(system::task))
+        .route(
+            "/api/system/taskSummaries/{job_type}/{id}",
+            get(system::task_summary),
+        )
         .route("/api/me", get(me::me))
         .route("/api/me/authorization", get(me::authorizations))
         .route(

@@ -62,6 +62,31 @@ pub async fn info(svc: Services, caller: Caller) -> ServerResult<Json<serde_json
     Ok(Json(info))
 }
 
+/// `GET /api/system/tasks/{type}/{id}`: a job's notifications, newest first.
+pub async fn task(
+    svc: Services,
+    _caller: Caller,
+    axum::extract::Path((job_type, id)): axum::extract::Path<(String, String)>,
+) -> ServerResult<Json<serde_json::Value>> {
+    svc.jobs
+        .notifications(&job_type, &id)
+        .map(Json)
+        .ok_or_else(|| ServerError::NotFound(format!("No {job_type} job {id}")))
+}
+
+/// `GET /api/system/taskSummaries/{type}/{id}`: the job's summary once done.
+pub async fn task_summary(
+    svc: Services,
+    _caller: Caller,
+    axum::extract::Path((job_type, id)): axum::extract::Path<(String, String)>,
+) -> ServerResult<Json<serde_json::Value>> {
+    match svc.jobs.summary(&job_type, &id) {
+        Some(Some(summary)) => Ok(Json(summary)),
+        Some(None) => Ok(Json(serde_json::Value::Null)),
+        None => Err(ServerError::NotFound(format!("No {job_type} job {id}"))),
+    }
+}
+
 /// `GET /api/system/id?limit=n`: fresh UIDs, as DHIS2 clients use to name
 /// objects before sending them.
 pub async fn ids(_caller: Caller, params: Params) -> ServerResult<Json<serde_json::Value>> {
