@@ -53,6 +53,9 @@ struct ServeArgs {
     /// Largest request body accepted, in MiB.
     #[arg(long, default_value_t = 64)]
     body_limit_mib: usize,
+    /// Largest data value set body accepted (streamed, never held), in MiB.
+    #[arg(long, default_value_t = 2048)]
+    data_body_limit_mib: usize,
     /// Mark the session cookie Secure (when served behind TLS).
     #[arg(long)]
     secure_cookies: bool,
@@ -203,12 +206,14 @@ async fn run(cli: Cli) -> ServerResult<()> {
         demo: false,
         facilities: 1000,
         body_limit_mib: 64,
+        data_body_limit_mib: 2048,
         secure_cookies: false,
     }));
     match command {
         Command::Serve(args) => {
             let config = Config {
                 body_limit: args.body_limit_mib * 1024 * 1024,
+                data_body_limit: args.data_body_limit_mib * 1024 * 1024,
                 secure_cookies: args.secure_cookies,
                 ..Config::default()
             };
