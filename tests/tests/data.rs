@@ -719,6 +719,8 @@ async fn single_values_and_completions(backend: Backend) {
     let regs = list["completeDataSetRegistrations"].as_array().unwrap();
     assert_eq!(regs.len(), 1);
     assert_eq!(regs[0]["storedBy"], "clerk.a");
+    // Completed during the period itself: within timelyDays of its end.
+    assert_eq!(regs[0]["onTime"], true);
     let r = client
         .delete(server.url(&format!(
             "/api/completeDataSetRegistrations?ds=DsOpen00001&pe={pe}&ou=OuFacA10001"

@@ -696,6 +696,13 @@ pub async fn get_completions(
     let regs: Vec<Value> = rows
         .iter()
         .map(|c| {
+            let timely_days = snap
+                .uid_of(c.data_set_id)
+                .and_then(|ds| snap.data_index().data_sets.get(ds))
+                .map_or(0.0, |ds| ds.timely_days);
+            let on_time = Period::parse(&c.period_iso)
+                .map(|p| on_time(&p, timely_days, c.completed_at))
+                .unwrap_or(false);
             json!({
                 "dataSet": snap.uid_of(c.data_set_id),
                 "period": c.period_iso,
@@ -706,10 +713,21 @@ pub async fn get_completions(
                 "completed": c.completed,
                 "lastUpdated": crate::metadata::import::format_timestamp(c.last_updated),
                 "lastUpdatedBy": c.completed_by,
+                "onTime": on_time,
             })
         })
         .collect();
     Ok(Json(json!({ "completeDataSetRegistrations": regs })))
+}
+
+/// DHIS2's timeliness: completed no later than the end of the day
+/// `timelyDays` after the period's last day.
+pub fn on_time(period: &Period, timely_days: f64, completed_at: time::OffsetDateTime) -> bool {
+    let deadline = (period.end_date() + time::Duration::days(1))
+        .midnight()
+        .assume_utc()
+        + time::Duration::seconds_f64(timely_days.max(0.0) * 86_400.0);
+    completed_at < deadline
 }
 
 pub async fn delete_completion(
@@ -835,4 +853,19 @@ pub async fn audits(svc: Services, caller: Caller, params: Params) -> ServerResu
         "pager": {"page": page, "pageSize": page_size},
         "dataValueAudits": audits,
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn timeliness_follows_timely_days() {
+        let march = Period::parse("202403").unwrap();
+        assert!(on_time(&march, 10.0, datetime!(2024-04-10 23:59 UTC)));
+        assert!(!on_time(&march, 10.0, datetime!(2024-04-11 00:00 UTC)));
+        assert!(on_time(&march, 0.0, datetime!(2024-03-31 12:00 UTC)));
+        assert!(!on_time(&march, 0.0, datetime!(2024-04-01 00:00 UTC)));
+    }
 }
