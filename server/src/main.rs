@@ -245,6 +245,9 @@ async fn run(cli: Cli) -> ServerResult<()> {
                         }
                     }
                 }
+                if hisa_server::server::ensure_first_admin(&services).await? {
+                    println!("No users existed: created `admin` with password `district`. Change it now.");
+                }
                 tracing::info!(%addr, "ready");
                 Ok(services)
             };

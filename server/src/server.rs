@@ -29,6 +29,39 @@ pub async fn prepare(store: Arc<dyn Store>, config: Config) -> ServerResult<Serv
     })))
 }
 
+/// A database without any user gets DHIS2's first superuser, `admin` /
+/// `district`, so that a new installation can be signed into; the password
+/// must be changed at once. Returns whether one was made.
+pub async fn ensure_first_admin(services: &Services) -> ServerResult<bool> {
+    let snap = services.metadata.snapshot().await?;
+    if snap.count_of("users") > 0 {
+        return Ok(false);
+    }
+    let roots: Vec<serde_json::Value> = snap
+        .org_units()
+        .filter(|(_, n)| n.parent.is_none())
+        .map(|(uid, _)| serde_json::json!({"id": uid}))
+        .collect();
+    let role = hisa_shared::Uid::generate().to_string();
+    let payload = serde_json::json!({
+        "userRoles": [{"id": role, "name": "Superuser", "authorities": ["ALL"]}],
+        "users": [{"username": "admin", "password": "district", "firstName": "System",
+                   "surname": "Administrator", "userRoles": [{"id": role}],
+                   "organisationUnits": roots, "dataViewOrganisationUnits": roots}]
+    });
+    let report = services
+        .metadata
+        .import(payload, Default::default())
+        .await?;
+    if report.has_errors() {
+        return Err(crate::error::ServerError::Internal(
+            "could not create the first superuser".into(),
+        ));
+    }
+    tracing::warn!("no users existed: created `admin` with password `district`; change it now");
+    Ok(true)
+}
+
 /// Serve on `listener` until `shutdown` resolves. `prepare` runs after the
 /// listener accepts connections, so health checks see "starting" first.
 pub async fn serve<F, P>(

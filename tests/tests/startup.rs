@@ -68,3 +68,25 @@ async fn health_says_ready_only_after_migrations() {
         .await
         .is_err());
 }
+
+/// A new, empty installation can be signed into as DHIS2's first superuser.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_database_gets_a_first_admin() {
+    let Some(server) = hisa_tests::TestServer::start(Backend::Sqlite).await else {
+        return;
+    };
+    assert!(hisa_server::server::ensure_first_admin(&server.services)
+        .await
+        .unwrap());
+    let (status, me) = server.get_as("admin", "district", "/api/me").await;
+    assert_eq!(status, 200);
+    assert!(me["authorities"]
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::json!("ALL")));
+    // Only once: a database with users is left alone.
+    assert!(!hisa_server::server::ensure_first_admin(&server.services)
+        .await
+        .unwrap());
+    server.stop().await;
+}
