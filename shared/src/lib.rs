@@ -9,12 +9,16 @@
 //! - [`metadata`]: typed views of DHIS2 metadata JSON; the built-in defaults.
 //! - [`category`]: the category option combos a category combo implies.
 //! - [`datavalue`]: id schemes, import strategies and the data import summary.
+//! - [`dhis2_sms`]: DHIS2's compressed SMS (versions 1 and 2): decode, encode, UID hashes, replies.
+//! - [`expression`]: DHIS2's expression language: parse, describe, evaluate; validation rule operators.
 //! - [`webmessage`]: DHIS2's response envelopes and import reports.
 //! - [`authority`]: authority names.
 
 pub mod authority;
 pub mod category;
 pub mod datavalue;
+pub mod dhis2_sms;
+pub mod expression;
 pub mod metadata;
 pub mod period;
 pub mod schema;
