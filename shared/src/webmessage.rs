@@ -29,6 +29,9 @@ pub struct WebMessage {
     pub error_code: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub response: Option<serde_json::Value>,
+    /// Expression descriptions carry their text here, as DHIS2's do.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
 }
 
 impl WebMessage {
@@ -42,7 +45,13 @@ impl WebMessage {
             dev_message: None,
             error_code: None,
             response: None,
+            description: None,
         }
+    }
+
+    pub fn with_description(mut self, description: impl Into<String>) -> WebMessage {
+        self.description = Some(description.into());
+        self
     }
 
     pub fn with_error_code(mut self, code: impl Into<String>) -> WebMessage {

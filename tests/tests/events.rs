@@ -164,3 +164,54 @@ async fn events_in_and_out(backend: Backend) {
 }
 
 on_both_stores!(events_in_and_out);
+
+/// The maintenance app checks expressions as they are typed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expressions_are_described_in_words() {
+    let Some(server) = TestServer::start(Backend::Sqlite).await else {
+        return;
+    };
+    let report = server
+        .services
+        .metadata
+        .import(fixture(), Default::default())
+        .await
+        .unwrap();
+    assert!(!report.has_errors());
+    let url = |e: &str| {
+        format!(
+            "/api/expressions/description?expression={}",
+            e.replace('#', "%23")
+                .replace('{', "%7B")
+                .replace('}', "%7D")
+                .replace('+', "%2B")
+        )
+    };
+    let (status, body) = server
+        .get_as(ADMIN.0, ADMIN.1, &url("#{DeAge000001} + 2"))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["status"], "OK", "{body}");
+    assert_eq!(body["description"], "Age + 2");
+    let (_, body) = server
+        .get_as(ADMIN.0, ADMIN.1, &url("#{DeAge000001} +"))
+        .await;
+    assert_eq!(body["status"], "ERROR");
+    assert!(
+        body["message"].as_str().unwrap().contains("position"),
+        "{body}"
+    );
+    let (_, body) = server.get_as(ADMIN.0, ADMIN.1, &url("#{NoSuchDe01}")).await;
+    assert_eq!(body["status"], "ERROR");
+    let r = server
+        .client()
+        .post(server.url("/api/validationRules/expression/description"))
+        .basic_auth(ADMIN.0, Some(ADMIN.1))
+        .body("#{DeAge000001} * 2")
+        .send()
+        .await
+        .unwrap();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["description"], "Age * 2", "{body}");
+    server.stop().await;
+}

@@ -4,6 +4,7 @@
 mod body;
 mod data;
 mod events;
+mod expressions;
 mod me;
 mod metadata;
 mod system;
@@ -96,6 +97,18 @@ pub fn router(state: AppState) -> Router {
                 .delete(data::delete_completion),
         )
         .route("/api/audits/dataValue", get(data::audits))
+        .route(
+            "/api/expressions/description",
+            get(expressions::description),
+        )
+        .route(
+            "/api/indicators/expression/description",
+            post(expressions::indicator_description),
+        )
+        .route(
+            "/api/validationRules/expression/description",
+            post(expressions::validation_rule_description),
+        )
         .route("/api/tracker", post(events::import))
         .route("/api/tracker/events", get(events::list))
         .route("/api/tracker/events/{uid}", get(events::one))
