@@ -175,7 +175,7 @@ macro_rules! push_value_filters {
 }
 
 macro_rules! impl_store {
-    ($store:ty, $db:ty, $backend:expr, $migrations:literal, $tx:ident, $lock:literal) => {
+    ($store:ty, $db:ty, $backend:expr, $migrations:literal, $tx:ident, $existing:ident) => {
         pub struct $tx {
             tx: sqlx::Transaction<'static, $db>,
         }
@@ -183,33 +183,7 @@ macro_rules! impl_store {
         #[async_trait]
         impl DataTx for $tx {
             async fn existing_values(&mut self, keys: &[ValueKey]) -> StoreResult<Vec<StoredValue>> {
-                let mut out = Vec::with_capacity(keys.len());
-                for chunk in keys.chunks(500) {
-                    let mut q: QueryBuilder<$db> = QueryBuilder::new(format!(
-                        "SELECT {VALUE_COLUMNS} FROM data_value d JOIN period p ON p.id = d.period_id
-                         WHERE (d.org_unit_id, d.period_id, d.data_element_id, d.category_option_combo_id,
-                                d.attribute_option_combo_id) IN (VALUES "
-                    ));
-                    for (i, k) in chunk.iter().enumerate() {
-                        if i > 0 {
-                            q.push(", ");
-                        }
-                        q.push("(");
-                        let mut sep = q.separated(", ");
-                        sep.push_bind(k.org_unit_id)
-                            .push_bind(k.period_id)
-                            .push_bind(k.data_element_id)
-                            .push_bind(k.category_option_combo_id)
-                            .push_bind(k.attribute_option_combo_id);
-                        q.push(")");
-                    }
-                    q.push(")");
-                    q.push($lock);
-                    for row in q.build().fetch_all(&mut *self.tx).await? {
-                        out.push(stored_value_from_row(&row)?);
-                    }
-                }
-                Ok(out)
+                $existing(&mut self.tx, keys).await
             }
 
             async fn put_values(&mut self, values: &[DataValueWrite]) -> StoreResult<()> {
@@ -1066,6 +1040,72 @@ where
     })
 }
 
+/// Current rows for a batch of keys. SQLite has one writer, so no row locks
+/// are needed; keys go in as a row-value list.
+async fn existing_values_sqlite(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    keys: &[ValueKey],
+) -> StoreResult<Vec<StoredValue>> {
+    let mut out = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(500) {
+        let mut q: QueryBuilder<sqlx::Sqlite> = QueryBuilder::new(format!(
+            "SELECT {VALUE_COLUMNS} FROM data_value d JOIN period p ON p.id = d.period_id
+             WHERE (d.org_unit_id, d.period_id, d.data_element_id, d.category_option_combo_id,
+                    d.attribute_option_combo_id) IN (VALUES "
+        ));
+        for (i, k) in chunk.iter().enumerate() {
+            if i > 0 {
+                q.push(", ");
+            }
+            q.push("(");
+            let mut sep = q.separated(", ");
+            sep.push_bind(k.org_unit_id)
+                .push_bind(k.period_id)
+                .push_bind(k.data_element_id)
+                .push_bind(k.category_option_combo_id)
+                .push_bind(k.attribute_option_combo_id);
+            q.push(")");
+        }
+        q.push(")");
+        for row in q.build().fetch_all(&mut **tx).await? {
+            out.push(stored_value_from_row(&row)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Current rows for a batch of keys, locked against concurrent imports.
+/// The keys travel as five arrays: one statement text whatever the batch
+/// size, so PostgreSQL plans it once instead of re-planning thousands of
+/// parameters per batch.
+async fn existing_values_pg(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    keys: &[ValueKey],
+) -> StoreResult<Vec<StoredValue>> {
+    let mut out = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(5000) {
+        let column = |f: fn(&ValueKey) -> i64| chunk.iter().map(f).collect::<Vec<i64>>();
+        let rows = sqlx::query(&format!(
+            "SELECT {VALUE_COLUMNS} FROM data_value d JOIN period p ON p.id = d.period_id
+             JOIN UNNEST($1::int8[], $2::int8[], $3::int8[], $4::int8[], $5::int8[]) AS k(ou, pe, de, coc, aoc)
+               ON d.org_unit_id = k.ou AND d.period_id = k.pe AND d.data_element_id = k.de
+              AND d.category_option_combo_id = k.coc AND d.attribute_option_combo_id = k.aoc
+             FOR UPDATE OF d"
+        ))
+        .bind(column(|k| k.org_unit_id))
+        .bind(column(|k| k.period_id))
+        .bind(column(|k| k.data_element_id))
+        .bind(column(|k| k.category_option_combo_id))
+        .bind(column(|k| k.attribute_option_combo_id))
+        .fetch_all(&mut **tx)
+        .await?;
+        for row in rows {
+            out.push(stored_value_from_row(&row)?);
+        }
+    }
+    Ok(out)
+}
+
 fn completion_from_row<R: Row>(r: &R) -> StoreResult<CompletionRow>
 where
     for<'a> &'a str: sqlx::ColumnIndex<R>,
@@ -1093,7 +1133,7 @@ impl_store!(
     Backend::Sqlite,
     "migrations/sqlite",
     SqliteDataTx,
-    ""
+    existing_values_sqlite
 );
 impl_store!(
     PgStore,
@@ -1101,5 +1141,5 @@ impl_store!(
     Backend::Postgres,
     "migrations/postgres",
     PgDataTx,
-    " FOR UPDATE OF d"
+    existing_values_pg
 );
