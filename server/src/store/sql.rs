@@ -624,28 +624,10 @@ macro_rules! impl_store {
             }
 
             async fn put_data_values(&self, values: &[DataValueWrite]) -> StoreResult<()> {
-                let mut tx = self.writer.begin().await?;
-                for chunk in values.chunks(BATCH_ROWS) {
-                    let mut q: QueryBuilder<$db> = QueryBuilder::new(INSERT_VALUES);
-                    q.push_values(chunk, |mut b, v| {
-                        b.push_bind(v.org_unit_id)
-                            .push_bind(v.period_id)
-                            .push_bind(v.data_element_id)
-                            .push_bind(v.category_option_combo_id)
-                            .push_bind(v.attribute_option_combo_id)
-                            .push_bind(&v.value)
-                            .push_bind(&v.comment)
-                            .push_bind(v.follow_up)
-                            .push_bind(&v.stored_by)
-                            .push_bind(v.created)
-                            .push_bind(v.last_updated)
-                            .push_bind(v.deleted);
-                    });
-                    q.push(UPSERT_VALUES);
-                    q.build().execute(&mut *tx).await?;
-                }
-                tx.commit().await?;
-                Ok(())
+                // The same upsert a data import makes, in a transaction of its own.
+                let mut tx = self.begin_data().await?;
+                tx.put_values(values).await?;
+                tx.commit().await
             }
 
             async fn put_completions(&self, completions: &[CompletionWrite]) -> StoreResult<()> {
