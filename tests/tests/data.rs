@@ -177,6 +177,41 @@ async fn json_import_counts_and_conflicts(backend: Backend) {
     assert_eq!(r["rejectedIndexes"], json!([4, 5, 6, 7]));
     assert_eq!(stored(&server).await, 4);
 
+    // One key twice in one payload: the later value wins, both are counted.
+    let twice = json!({"dataSet": "DsOpen00001", "period": pe, "orgUnit": "OuFacB10001", "dataValues": [
+        {"dataElement": "DeDeaths001", "value": "1"}, {"dataElement": "DeDeaths001", "value": "2"}]});
+    let (status, body) = post(
+        &server,
+        ADMIN,
+        "/api/dataValueSets",
+        "application/json",
+        twice.to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body:#}");
+    assert_eq!(
+        body["response"]["importCount"],
+        json!({"imported": 1, "updated": 1, "ignored": 0, "deleted": 0})
+    );
+    let (_, text) = get_text(
+        &server,
+        ADMIN,
+        &format!("/api/dataValueSets?dataSet=DsOpen00001&period={pe}&orgUnit=OuFacB10001"),
+    )
+    .await;
+    assert!(text.contains("\"value\":\"2\""), "{text}");
+    let twice_back = json!({"dataSet": "DsOpen00001", "period": pe, "orgUnit": "OuFacB10001", "dataValues": [
+        {"dataElement": "DeDeaths001", "value": "1", "deleted": true}]});
+    let (_, body) = post(
+        &server,
+        ADMIN,
+        "/api/dataValueSets",
+        "application/json",
+        twice_back.to_string(),
+    )
+    .await;
+    assert_eq!(body["response"]["importCount"]["deleted"], 1);
+
     // The same payload again: nothing duplicated, unchanged values ignored.
     let (_, again) = post(
         &server,

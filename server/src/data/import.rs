@@ -984,6 +984,30 @@ impl DataImporter {
             current.insert(c.key, new_state);
         }
         if !self.opts.dry_run && !writes.is_empty() {
+            // A payload may name one key twice; one statement may touch a row
+            // once (PostgreSQL refuses more), so the last write wins here.
+            let mut last: HashMap<ValueKey, usize> = HashMap::with_capacity(writes.len());
+            for (i, w) in writes.iter().enumerate() {
+                last.insert(
+                    ValueKey {
+                        org_unit_id: w.org_unit_id,
+                        period_id: w.period_id,
+                        data_element_id: w.data_element_id,
+                        category_option_combo_id: w.category_option_combo_id,
+                        attribute_option_combo_id: w.attribute_option_combo_id,
+                    },
+                    i,
+                );
+            }
+            if last.len() < writes.len() {
+                let keep: std::collections::HashSet<usize> = last.into_values().collect();
+                writes = writes
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(i, _)| keep.contains(i))
+                    .map(|(_, w)| w)
+                    .collect();
+            }
             let tx = self.tx().await?;
             tx.put_values(&writes).await?;
             tx.put_audits(&audits).await?;

@@ -175,7 +175,7 @@ macro_rules! push_value_filters {
 }
 
 macro_rules! impl_store {
-    ($store:ty, $db:ty, $backend:expr, $migrations:literal, $tx:ident, $existing:ident) => {
+    ($store:ty, $db:ty, $backend:expr, $migrations:literal, $tx:ident, $existing:ident, $put_values:ident, $put_audits:ident) => {
         pub struct $tx {
             tx: sqlx::Transaction<'static, $db>,
         }
@@ -187,26 +187,7 @@ macro_rules! impl_store {
             }
 
             async fn put_values(&mut self, values: &[DataValueWrite]) -> StoreResult<()> {
-                for chunk in values.chunks(BATCH_ROWS) {
-                    let mut q: QueryBuilder<$db> = QueryBuilder::new(INSERT_VALUES);
-                    q.push_values(chunk, |mut b, v| {
-                        b.push_bind(v.org_unit_id)
-                            .push_bind(v.period_id)
-                            .push_bind(v.data_element_id)
-                            .push_bind(v.category_option_combo_id)
-                            .push_bind(v.attribute_option_combo_id)
-                            .push_bind(&v.value)
-                            .push_bind(&v.comment)
-                            .push_bind(v.follow_up)
-                            .push_bind(&v.stored_by)
-                            .push_bind(v.created)
-                            .push_bind(v.last_updated)
-                            .push_bind(v.deleted);
-                    });
-                    q.push(UPSERT_VALUES);
-                    q.build().execute(&mut *self.tx).await?;
-                }
-                Ok(())
+                $put_values(&mut self.tx, values).await
             }
 
             async fn ensure_periods(&mut self, periods: &[PeriodRow]) -> StoreResult<Vec<(String, i64)>> {
@@ -232,29 +213,7 @@ macro_rules! impl_store {
             }
 
             async fn put_audits(&mut self, audits: &[AuditWrite]) -> StoreResult<()> {
-                for chunk in audits.chunks(BATCH_ROWS) {
-                    let mut q: QueryBuilder<$db> = QueryBuilder::new(
-                        "INSERT INTO data_value_audit (data_element_id, period_id, org_unit_id,
-                           category_option_combo_id, attribute_option_combo_id, previous_value, value,
-                           audit_type, modified_by, created, channel, device) ",
-                    );
-                    q.push_values(chunk, |mut b, a| {
-                        b.push_bind(a.key.data_element_id)
-                            .push_bind(a.key.period_id)
-                            .push_bind(a.key.org_unit_id)
-                            .push_bind(a.key.category_option_combo_id)
-                            .push_bind(a.key.attribute_option_combo_id)
-                            .push_bind(&a.previous_value)
-                            .push_bind(&a.value)
-                            .push_bind(&a.audit_type)
-                            .push_bind(&a.modified_by)
-                            .push_bind(a.created)
-                            .push_bind(&a.channel)
-                            .push_bind(&a.device);
-                    });
-                    q.build().execute(&mut *self.tx).await?;
-                }
-                Ok(())
+                $put_audits(&mut self.tx, audits).await
             }
 
             async fn completion(
@@ -1088,6 +1047,133 @@ async fn existing_values_pg(
     Ok(out)
 }
 
+async fn put_values_sqlite(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    values: &[DataValueWrite],
+) -> StoreResult<()> {
+    for chunk in values.chunks(BATCH_ROWS) {
+        let mut q: QueryBuilder<sqlx::Sqlite> = QueryBuilder::new(INSERT_VALUES);
+        q.push_values(chunk, |mut b, v| {
+            b.push_bind(v.org_unit_id)
+                .push_bind(v.period_id)
+                .push_bind(v.data_element_id)
+                .push_bind(v.category_option_combo_id)
+                .push_bind(v.attribute_option_combo_id)
+                .push_bind(&v.value)
+                .push_bind(&v.comment)
+                .push_bind(v.follow_up)
+                .push_bind(&v.stored_by)
+                .push_bind(v.created)
+                .push_bind(v.last_updated)
+                .push_bind(v.deleted);
+        });
+        q.push(UPSERT_VALUES);
+        q.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+async fn put_audits_sqlite(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    audits: &[AuditWrite],
+) -> StoreResult<()> {
+    for chunk in audits.chunks(BATCH_ROWS) {
+        let mut q: QueryBuilder<sqlx::Sqlite> = QueryBuilder::new(
+                        "INSERT INTO data_value_audit (data_element_id, period_id, org_unit_id,
+                           category_option_combo_id, attribute_option_combo_id, previous_value, value,
+                           audit_type, modified_by, created, channel, device) ",
+                    );
+        q.push_values(chunk, |mut b, a| {
+            b.push_bind(a.key.data_element_id)
+                .push_bind(a.key.period_id)
+                .push_bind(a.key.org_unit_id)
+                .push_bind(a.key.category_option_combo_id)
+                .push_bind(a.key.attribute_option_combo_id)
+                .push_bind(&a.previous_value)
+                .push_bind(&a.value)
+                .push_bind(&a.audit_type)
+                .push_bind(&a.modified_by)
+                .push_bind(a.created)
+                .push_bind(&a.channel)
+                .push_bind(&a.device);
+        });
+        q.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// PostgreSQL takes a batch as one array per column: a fixed statement text
+/// with a dozen parameters, planned once, instead of thousands per batch.
+async fn put_values_pg(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    values: &[DataValueWrite],
+) -> StoreResult<()> {
+    for chunk in values.chunks(5000) {
+        let ids = |f: fn(&DataValueWrite) -> i64| chunk.iter().map(f).collect::<Vec<i64>>();
+        let texts = |f: fn(&DataValueWrite) -> Option<String>| {
+            chunk.iter().map(f).collect::<Vec<Option<String>>>()
+        };
+        let flags = |f: fn(&DataValueWrite) -> bool| chunk.iter().map(f).collect::<Vec<bool>>();
+        let times = |f: fn(&DataValueWrite) -> OffsetDateTime| {
+            chunk.iter().map(f).collect::<Vec<OffsetDateTime>>()
+        };
+        sqlx::query(&format!(
+            "{INSERT_VALUES} SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::int8[], $5::int8[],
+               $6::text[], $7::text[], $8::bool[], $9::text[], $10::timestamptz[], $11::timestamptz[], $12::bool[])
+             {UPSERT_VALUES}"
+        ))
+        .bind(ids(|v| v.org_unit_id))
+        .bind(ids(|v| v.period_id))
+        .bind(ids(|v| v.data_element_id))
+        .bind(ids(|v| v.category_option_combo_id))
+        .bind(ids(|v| v.attribute_option_combo_id))
+        .bind(texts(|v| v.value.clone()))
+        .bind(texts(|v| v.comment.clone()))
+        .bind(flags(|v| v.follow_up))
+        .bind(texts(|v| v.stored_by.clone()))
+        .bind(times(|v| v.created))
+        .bind(times(|v| v.last_updated))
+        .bind(flags(|v| v.deleted))
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn put_audits_pg(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    audits: &[AuditWrite],
+) -> StoreResult<()> {
+    for chunk in audits.chunks(5000) {
+        let ids = |f: fn(&AuditWrite) -> i64| chunk.iter().map(f).collect::<Vec<i64>>();
+        let texts = |f: fn(&AuditWrite) -> Option<String>| {
+            chunk.iter().map(f).collect::<Vec<Option<String>>>()
+        };
+        sqlx::query(
+            "INSERT INTO data_value_audit (data_element_id, period_id, org_unit_id,
+               category_option_combo_id, attribute_option_combo_id, previous_value, value,
+               audit_type, modified_by, created, channel, device)
+             SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::int8[], $5::int8[],
+               $6::text[], $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::text[], $12::text[])",
+        )
+        .bind(ids(|a| a.key.data_element_id))
+        .bind(ids(|a| a.key.period_id))
+        .bind(ids(|a| a.key.org_unit_id))
+        .bind(ids(|a| a.key.category_option_combo_id))
+        .bind(ids(|a| a.key.attribute_option_combo_id))
+        .bind(texts(|a| a.previous_value.clone()))
+        .bind(texts(|a| a.value.clone()))
+        .bind(texts(|a| Some(a.audit_type.clone())))
+        .bind(texts(|a| a.modified_by.clone()))
+        .bind(chunk.iter().map(|a| a.created).collect::<Vec<OffsetDateTime>>())
+        .bind(texts(|a| Some(a.channel.clone())))
+        .bind(texts(|a| a.device.clone()))
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
 fn completion_from_row<R: Row>(r: &R) -> StoreResult<CompletionRow>
 where
     for<'a> &'a str: sqlx::ColumnIndex<R>,
@@ -1115,7 +1201,9 @@ impl_store!(
     Backend::Sqlite,
     "migrations/sqlite",
     SqliteDataTx,
-    existing_values_sqlite
+    existing_values_sqlite,
+    put_values_sqlite,
+    put_audits_sqlite
 );
 impl_store!(
     PgStore,
@@ -1123,5 +1211,7 @@ impl_store!(
     Backend::Postgres,
     "migrations/postgres",
     PgDataTx,
-    existing_values_pg
+    existing_values_pg,
+    put_values_pg,
+    put_audits_pg
 );
