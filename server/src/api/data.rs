@@ -26,7 +26,7 @@ use crate::data::input::Format;
 use crate::data::{import_data, Channel, ImportRequest};
 use crate::error::{ServerError, ServerResult};
 use crate::state::Services;
-use crate::store::{CompletionQuery, ValueQuery};
+use crate::store::{period_filter, period_filter_within, CompletionQuery, ValueQuery};
 
 fn scheme(params: &Params, key: &str) -> ServerResult<Option<IdScheme>> {
     params
@@ -644,14 +644,7 @@ pub async fn get_completions(
             .filter_map(|p| Period::parse(p).ok())
             .map(|p| p.iso())
             .collect();
-        q.period_ids = svc
-            .store
-            .period_ids(&isos)
-            .await?
-            .into_iter()
-            .map(|(_, id)| id)
-            .collect();
-        q.period_ids.push(-1);
+        q.period_ids = period_filter(&*svc.store, &isos).await?;
     } else if let (Some(s), Some(e)) = (
         params
             .get("startDate")
@@ -660,14 +653,7 @@ pub async fn get_completions(
             .get("endDate")
             .and_then(hisa_shared::metadata::parse_date),
     ) {
-        q.period_ids = svc
-            .store
-            .period_ids_within(s, e)
-            .await?
-            .into_iter()
-            .map(|(_, id)| id)
-            .collect();
-        q.period_ids.push(-1);
+        q.period_ids = period_filter_within(&*svc.store, s, e).await?;
     }
     let ous = list(&params, "orgUnit");
     if ous.is_empty() {
@@ -772,14 +758,7 @@ pub async fn audits(svc: Services, caller: Caller, params: Params) -> ServerResu
         .map(|p| p.iso())
         .collect();
     if !pes.is_empty() {
-        q.period_ids = svc
-            .store
-            .period_ids(&pes)
-            .await?
-            .into_iter()
-            .map(|(_, id)| id)
-            .collect();
-        q.period_ids.push(-1);
+        q.period_ids = period_filter(&*svc.store, &pes).await?;
     }
     let ous: Vec<String> = list(&params, "ou")
         .into_iter()

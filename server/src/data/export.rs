@@ -17,7 +17,7 @@ use crate::auth::Caller;
 use crate::error::{ServerError, ServerResult};
 use crate::metadata::Snapshot;
 use crate::state::Services;
-use crate::store::{StoredValue, ValueQuery};
+use crate::store::{period_filter, period_filter_within, StoredValue, ValueQuery};
 
 const PAGE: i64 = 10_000;
 
@@ -111,16 +111,7 @@ pub async fn plan(svc: &Services, caller: &Caller, req: ExportRequest) -> Server
                 .map_err(|e| conflict(format!("Period not valid: `{p}`: {e}"), "E2008"))?;
             isos.push(period.iso());
         }
-        query.period_ids = svc
-            .store
-            .period_ids(&isos)
-            .await?
-            .into_iter()
-            .map(|(_, id)| id)
-            .collect();
-        if query.period_ids.is_empty() {
-            query.period_ids.push(-1); // no stored period matches: an empty answer
-        }
+        query.period_ids = period_filter(&*svc.store, &isos).await?;
     } else if let (Some(start), Some(end)) = (&req.start_date, &req.end_date) {
         let (Some(s), Some(e)) = (parse_date(start), parse_date(end)) else {
             return Err(conflict(
@@ -131,16 +122,7 @@ pub async fn plan(svc: &Services, caller: &Caller, req: ExportRequest) -> Server
         if s > e {
             return Err(conflict("Start date must be before end date", "E2004"));
         }
-        query.period_ids = svc
-            .store
-            .period_ids_within(s, e)
-            .await?
-            .into_iter()
-            .map(|(_, id)| id)
-            .collect();
-        if query.period_ids.is_empty() {
-            query.period_ids.push(-1);
-        }
+        query.period_ids = period_filter_within(&*svc.store, s, e).await?;
     } else if req.last_updated.is_none() && req.last_updated_duration.is_none() {
         return Err(conflict("At least one period, start/end dates, last updated or last updated duration must be specified", "E2002"));
     }

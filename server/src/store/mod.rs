@@ -399,6 +399,38 @@ pub trait Store: Send + Sync + 'static {
     async fn query_audits(&self, query: &ValueQuery, offset: i64) -> StoreResult<Vec<AuditRow>>;
 }
 
+/// An id no period has: a period filter that matched no stored period must
+/// select nothing, and an empty list would select everything.
+const NO_PERIOD: i64 = -1;
+
+/// Ids of the stored periods among `isos`, as a filter: never empty.
+pub async fn period_filter(store: &dyn Store, isos: &[String]) -> StoreResult<Vec<i64>> {
+    let mut ids: Vec<i64> = store
+        .period_ids(isos)
+        .await?
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
+    ids.push(NO_PERIOD);
+    Ok(ids)
+}
+
+/// Ids of the stored periods lying within `[start, end]`, as a filter: never empty.
+pub async fn period_filter_within(
+    store: &dyn Store,
+    start: Date,
+    end: Date,
+) -> StoreResult<Vec<i64>> {
+    let mut ids: Vec<i64> = store
+        .period_ids_within(start, end)
+        .await?
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
+    ids.push(NO_PERIOD);
+    Ok(ids)
+}
+
 /// Open the store a database URL names: `postgres://…` or `sqlite:…`
 /// (a bare path is taken as a SQLite file).
 pub async fn open(url: &str) -> StoreResult<std::sync::Arc<dyn Store>> {
