@@ -10,6 +10,7 @@
 //! - [`category`]: the category option combos a category combo implies.
 //! - [`datavalue`]: id schemes, import strategies and the data import summary.
 //! - [`dhis2_sms`]: DHIS2's compressed SMS (versions 1 and 2): decode, encode, UID hashes, replies.
+//! - [`hisa_sms`]: Hisa's authenticated compressed SMS: forms and events bit-packed against the form layout, multipart, replay window, replies.
 //! - [`expression`]: DHIS2's expression language: parse, describe, evaluate; validation rule operators.
 //! - [`webmessage`]: DHIS2's response envelopes and import reports.
 //! - [`authority`]: authority names.
@@ -19,6 +20,7 @@ pub mod category;
 pub mod datavalue;
 pub mod dhis2_sms;
 pub mod expression;
+pub mod hisa_sms;
 pub mod metadata;
 pub mod period;
 pub mod schema;
