@@ -25,5 +25,6 @@ pub mod metadata;
 pub mod query;
 pub mod seed;
 pub mod server;
+pub mod sms;
 pub mod state;
 pub mod store;

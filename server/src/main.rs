@@ -131,6 +131,22 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         facilities: usize,
     },
+    /// SMS tools for an admin chasing a problem.
+    #[command(subcommand)]
+    Sms(SmsCommand),
+}
+
+#[derive(Subcommand)]
+enum SmsCommand {
+    /// Print what an SMS decodes to against the current metadata, as JSON,
+    /// without applying it.
+    Decode {
+        /// The SMS text, as the gateway received it.
+        text: String,
+        /// The sender's number (finds the user for DHIS2's format and commands).
+        #[arg(long)]
+        sender: Option<String>,
+    },
 }
 
 fn init_logging(format: LogFormat) {
@@ -448,6 +464,17 @@ async fn run(cli: Cli) -> ServerResult<()> {
             }
             out.flush()
                 .map_err(|e| ServerError::Internal(format!("write failed: {e}")))?;
+            Ok(())
+        }
+        Command::Sms(SmsCommand::Decode { text, sender }) => {
+            let store = store::open(&cli.database).await?;
+            let services = prepare(store, Config::default()).await?;
+            let decoded = services.sms.decode(&text, sender.as_deref()).await?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&decoded)
+                    .map_err(|e| ServerError::Internal(e.to_string()))?
+            );
             Ok(())
         }
         Command::SeedDemo { facilities } => {

@@ -19,14 +19,23 @@ use crate::store::Store;
 pub async fn prepare(store: Arc<dyn Store>, config: Config) -> ServerResult<Services> {
     store.migrate().await?;
     let metadata = MetadataService::start(store.clone()).await?;
-    Ok(Services(Arc::new(ServicesInner {
+    let directory = Arc::new(crate::sms::Directory::new(config.sms.country_code.clone()));
+    let sms = Arc::new(hisa_sms_gateway::SmsService::new(
+        store.sms(),
+        directory.clone(),
+        config.sms.clone(),
+    ));
+    let services = Services(Arc::new(ServicesInner {
         store,
         metadata,
         throttle: LoginThrottle::default(),
         credential_cache: CredentialCache::default(),
         jobs: Default::default(),
         config,
-    })))
+        sms,
+    }));
+    directory.attach(&services);
+    Ok(services)
 }
 
 /// A database without any user gets DHIS2's first superuser, `admin` /
@@ -85,15 +94,23 @@ where
     )
     .with_graceful_shutdown(shutdown);
     let server = tokio::spawn(async move { server.await });
+    let (stop_sms, sms_stopped) = tokio::sync::watch::channel(false);
     match prepare_services.await {
-        Ok(services) => state.ready(services),
+        Ok(services) => {
+            // Outbound SMS are pushed and stale inbound ones swept in the
+            // background, by every instance (claims keep them apart).
+            let instance = hisa_shared::Uid::generate().to_string();
+            tokio::spawn(services.sms.clone().run(instance, sms_stopped));
+            state.ready(services)
+        }
         Err(e) => {
             server.abort();
             return Err(e);
         }
     }
-    server
-        .await
+    let served = server.await;
+    let _ = stop_sms.send(true);
+    served
         .map_err(|e| crate::error::ServerError::Internal(e.to_string()))?
         .map_err(|e| crate::error::ServerError::Internal(e.to_string()))?;
     Ok(())

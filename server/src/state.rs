@@ -23,6 +23,7 @@ pub struct Config {
     /// Send the session cookie with `Secure` (behind TLS).
     pub secure_cookies: bool,
     pub session_hours: i64,
+    pub sms: hisa_sms_gateway::SmsConfig,
 }
 
 impl Default for Config {
@@ -32,6 +33,7 @@ impl Default for Config {
             data_body_limit: 2 * 1024 * 1024 * 1024,
             secure_cookies: false,
             session_hours: 12,
+            sms: hisa_sms_gateway::SmsConfig::default(),
         }
     }
 }
@@ -43,6 +45,7 @@ pub struct ServicesInner {
     pub credential_cache: CredentialCache,
     pub jobs: crate::jobs::Jobs,
     pub config: Config,
+    pub sms: Arc<hisa_sms_gateway::SmsService>,
 }
 
 #[derive(Clone)]

@@ -16,3 +16,7 @@ pub const APPROVE_DATA: &str = "F_APPROVE_DATA";
 pub const EDIT_EXPIRED: &str = "F_EDIT_EXPIRED";
 pub const MOBILE_SYNC: &str = "F_MOBILE_SYNC";
 pub const MOBILE_SMS: &str = "F_MOBILE_SMS";
+/// Configure SMS gateways and commands, relay inbound SMS, manage devices.
+pub const MOBILE_SETTINGS: &str = "F_MOBILE_SETTINGS";
+/// Send SMS and read the SMS lists.
+pub const MOBILE_SENDSMS: &str = "F_MOBILE_SENDSMS";

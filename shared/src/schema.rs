@@ -268,6 +268,19 @@ pub static SCHEMAS: &[Schema] = &[
         code_unique: true,
     },
     Schema {
+        plural: "smsCommands",
+        singular: "smsCommand",
+        klass: "org.hisp.dhis.sms.command.SMSCommand",
+        required: &["name", "parserType"],
+        references: &[
+            r("dataset", "dataSets"),
+            r("program", "programs"),
+            r("programStage", "programStages"),
+            r("smsCodes[].dataElement", "dataElements"),
+        ],
+        code_unique: false,
+    },
+    Schema {
         plural: "userRoles",
         singular: "userRole",
         klass: "org.hisp.dhis.user.UserRole",

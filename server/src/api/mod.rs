@@ -7,6 +7,7 @@ mod events;
 mod expressions;
 mod me;
 mod metadata;
+mod sms;
 mod system;
 
 use axum::extract::Request;
@@ -109,6 +110,43 @@ pub fn router(state: AppState) -> Router {
             "/api/validationRules/expression/description",
             post(expressions::validation_rule_description),
         )
+        .route(
+            "/api/sms/inbound",
+            get(sms::list_inbound).post(sms::post_inbound),
+        )
+        .route("/api/sms/inbound/{uid}", get(sms::one_inbound))
+        .route(
+            "/api/sms/inbound/{uid}/reprocess",
+            post(sms::reprocess_inbound),
+        )
+        .route(
+            "/api/sms/outbound",
+            get(sms::list_outbound).post(sms::post_outbound),
+        )
+        .route("/api/sms/stats", get(sms::stats))
+        .route(
+            "/api/sms/gateway/{uid}",
+            get(sms::gateway_get).post(sms::gateway_post),
+        )
+        .route(
+            "/api/gateways",
+            get(sms::list_gateways).post(sms::create_gateway),
+        )
+        .route(
+            "/api/gateways/{uid}",
+            get(sms::one_gateway)
+                .put(sms::replace_gateway)
+                .delete(sms::delete_gateway),
+        )
+        .route(
+            "/api/gateways/default/{uid}",
+            axum::routing::put(sms::default_gateway),
+        )
+        .route(
+            "/api/devices",
+            get(sms::list_devices).post(sms::enrol_device),
+        )
+        .route("/api/devices/{uid}/revoke", post(sms::revoke_device))
         .route("/api/tracker", post(events::import))
         .route("/api/tracker/events", get(events::list))
         .route("/api/tracker/events/{uid}", get(events::one))

@@ -6,12 +6,14 @@
 //! which database they run on. Writes that must be all-or-nothing (a metadata
 //! import, a batch of data values) are one method each, one transaction each.
 
+mod sms;
 mod sql;
 
 use async_trait::async_trait;
 use serde_json::Value;
 use time::{Date, OffsetDateTime};
 
+pub use sms::{DeviceRecord, DeviceStore, DeviceWrite};
 pub use sql::{PgStore, SqliteStore};
 
 #[derive(Debug, thiserror::Error)]
@@ -330,6 +332,11 @@ pub struct DataCounts {
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     fn backend(&self) -> Backend;
+
+    /// The same database, as the SMS gateway's storage.
+    fn sms(&self) -> std::sync::Arc<dyn hisa_sms_gateway::store::SmsStore>;
+    /// The same database, as the registry of enrolled phones.
+    fn devices(&self) -> std::sync::Arc<dyn DeviceStore>;
 
     /// Bring the schema up to date; safe to run from several instances.
     async fn migrate(&self) -> StoreResult<()>;

@@ -25,11 +25,12 @@ fn subtree_bounds(path: &str) -> (String, String) {
     (path.to_string(), format!("{path}0"))
 }
 
+#[derive(Clone)]
 pub struct SqliteStore {
     /// SQLite allows one writer at a time; a single-connection pool queues
     /// writers in the application instead of failing them with SQLITE_BUSY.
-    writer: SqlitePool,
-    reader: SqlitePool,
+    pub(super) writer: SqlitePool,
+    pub(super) reader: SqlitePool,
 }
 
 impl SqliteStore {
@@ -60,9 +61,10 @@ impl SqliteStore {
     }
 }
 
+#[derive(Clone)]
 pub struct PgStore {
-    writer: PgPool,
-    reader: PgPool,
+    pub(super) writer: PgPool,
+    pub(super) reader: PgPool,
 }
 
 impl PgStore {
@@ -84,7 +86,7 @@ impl PgStore {
     }
 }
 
-fn map_unique(e: sqlx::Error) -> StoreError {
+pub(super) fn map_unique(e: sqlx::Error) -> StoreError {
     if let sqlx::Error::Database(db) = &e {
         if db.is_unique_violation() {
             return StoreError::Conflict(db.message().to_string());
@@ -297,6 +299,14 @@ macro_rules! impl_store {
         impl Store for $store {
             fn backend(&self) -> Backend {
                 $backend
+            }
+
+            fn sms(&self) -> std::sync::Arc<dyn hisa_sms_gateway::store::SmsStore> {
+                std::sync::Arc::new(self.clone())
+            }
+
+            fn devices(&self) -> std::sync::Arc<dyn super::sms::DeviceStore> {
+                std::sync::Arc::new(self.clone())
             }
 
             async fn migrate(&self) -> StoreResult<()> {
