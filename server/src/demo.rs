@@ -810,6 +810,7 @@ mod kind {
     pub const PROGRAM_STAGE: u64 = 20;
     pub const USER_ROLE: u64 = 21;
     pub const USER: u64 = 22;
+    pub const SMS_COMMAND: u64 = 23;
 }
 
 /// Hands out metadata UIDs; re-draws on the (astronomically rare) collision so the payload is
@@ -2466,6 +2467,29 @@ impl<'o> Builder<'o> {
         put("programStages", program_stages);
         put("userRoles", user_roles);
         put("users", user_values);
+        // Facility reporters send the ANC form by SMS: `anc a1=12|a4=5|ip=7|hiv=10`.
+        let anc_codes = [
+            ("a1", de::ANC_1),
+            ("a4", de::ANC_4),
+            ("ip", de::ANC_IPTP2),
+            ("hiv", de::ANC_HIV),
+        ];
+        put(
+            "smsCommands",
+            vec![json!({
+                "id": self.mint.mint(kind::SMS_COMMAND, 0),
+                "name": "anc",
+                "parserType": "KEY_VALUE_PARSER",
+                "separator": "=",
+                "dataset": r(&ds_uids[Ds::Anc as usize]),
+                "completenessMethod": "AT_LEAST_ONE_DATAVALUE",
+                "smsCodes": anc_codes.iter().map(|(code, d)| json!({
+                    "code": code,
+                    "dataElement": r(&de_uids[*d]),
+                    "optionId": r(DEFAULT_CATEGORY_OPTION_COMBO),
+                })).collect::<Vec<_>>(),
+            })],
+        );
 
         // ---- report slots ----------------------------------------------------------------
         let mut slots: Vec<Slot> = Vec::new();

@@ -29,6 +29,10 @@ struct Cli {
     /// Log format.
     #[arg(long, value_enum, global = true, default_value = "text")]
     log_format: LogFormat,
+    /// The country calling code (digits, e.g. 255) that completes national
+    /// phone numbers such as 0712345678 arriving by SMS.
+    #[arg(long, env = "HISA_SMS_COUNTRY_CODE", global = true)]
+    sms_country_code: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -217,6 +221,7 @@ fn print_logins(report: &SeedReport, listen: Option<&str>) {
 }
 
 async fn run(cli: Cli) -> ServerResult<()> {
+    let sms = sms_config(&cli);
     let command = cli.command.unwrap_or(Command::Serve(ServeArgs {
         listen: "127.0.0.1:8080".into(),
         demo: false,
@@ -231,6 +236,7 @@ async fn run(cli: Cli) -> ServerResult<()> {
                 body_limit: args.body_limit_mib * 1024 * 1024,
                 data_body_limit: args.data_body_limit_mib * 1024 * 1024,
                 secure_cookies: args.secure_cookies,
+                sms: sms.clone(),
                 ..Config::default()
             };
             let listener = TcpListener::bind(&args.listen).await.map_err(|e| {
@@ -468,7 +474,11 @@ async fn run(cli: Cli) -> ServerResult<()> {
         }
         Command::Sms(SmsCommand::Decode { text, sender }) => {
             let store = store::open(&cli.database).await?;
-            let services = prepare(store, Config::default()).await?;
+            let config = Config {
+                sms: sms.clone(),
+                ..Config::default()
+            };
+            let services = prepare(store, config).await?;
             let decoded = services.sms.decode(&text, sender.as_deref()).await?;
             println!(
                 "{}",
@@ -493,6 +503,16 @@ async fn run(cli: Cli) -> ServerResult<()> {
             }
             Ok(())
         }
+    }
+}
+
+fn sms_config(cli: &Cli) -> hisa_sms_gateway::SmsConfig {
+    hisa_sms_gateway::SmsConfig {
+        country_code: cli
+            .sms_country_code
+            .as_deref()
+            .map(|c| c.trim_start_matches('+').to_string()),
+        ..Default::default()
     }
 }
 

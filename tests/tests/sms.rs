@@ -1294,7 +1294,190 @@ async fn gateways_api(backend: Backend) {
     server.stop().await;
 }
 
+/// A provider's HTTP API that fails its first `failures` calls, then records
+/// each request (headers of interest and body).
+async fn mock_provider(
+    failures: usize,
+) -> (
+    String,
+    tokio::sync::mpsc::UnboundedReceiver<(Option<String>, String)>,
+) {
+    use axum::routing::post;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let calls = std::sync::Arc::new(AtomicUsize::new(0));
+    let app = axum::Router::new().route(
+        "/send",
+        post(move |headers: axum::http::HeaderMap, body: String| {
+            let tx = tx.clone();
+            let calls = calls.clone();
+            async move {
+                if calls.fetch_add(1, Ordering::SeqCst) < failures {
+                    return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                }
+                let key = headers
+                    .get("x-api-key")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                let _ = tx.send((key, body));
+                axum::http::StatusCode::ACCEPTED
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/send"), rx)
+}
+
+async fn generic_http_gateway(backend: Backend) {
+    let config = SmsConfig {
+        max_attempts: 2,
+        // The test drives the sender itself.
+        send_interval: Duration::from_secs(3600),
+        ..SmsConfig::default()
+    };
+    let Some(server) = country(backend, config).await else {
+        return;
+    };
+    let (url, mut sent) = mock_provider(1).await;
+    let key = "provider-signing-key";
+    let gateway = add_gateway(&server, &json!({
+        "type": "http", "name": "Provider", "urlTemplate": url, "signingKey": key,
+        "contentType": "FORM_URL_ENCODED",
+        "configurationTemplate": "to=${recipients}&body=${text}&ref=${id}&sender=${from}",
+        "parameters": [{"key": "from", "value": "HISA"}, {"key": "X-Api-Key", "value": "k-123", "header": true, "confidential": true}]
+    })).await;
+    // A signed inbound message in the provider's form fields.
+    let body = format!(
+        "from={}&text={}&id=p-77",
+        PHONE_A1.replace('+', "%2B"),
+        "visit%20cm%3D5"
+    );
+    let ts = time::OffsetDateTime::now_utc().unix_timestamp().to_string();
+    let signature = hisa_sms_gateway::gateways::sign(key, body.as_bytes(), &ts);
+    let r = server
+        .client()
+        .post(server.url(&format!("/api/sms/gateway/{gateway}")))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("X-Timestamp", &ts)
+        .header("X-Signature", &signature)
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = server
+        .client()
+        .post(server.url(&format!("/api/sms/gateway/{gateway}")))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("X-Timestamp", &ts)
+        .header("X-Signature", "00")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let values = values_of(&server, "DsMonth0001", &last_month().iso(), "OuFacA10001").await;
+    assert_eq!(
+        value_of(&values, "DeCases0001", "CocMale0001").as_deref(),
+        Some("5")
+    );
+
+    // The reply goes out by the template; the provider fails once, so it is retried later.
+    let sms = server.services.sms.clone();
+    assert_eq!(sms.send_due("test").await.unwrap(), 0);
+    let queued = outbound_to(&server, PHONE_A1).await;
+    assert_eq!(queued[0]["status"], "QUEUED");
+    assert_eq!(queued[0]["attempts"], 1);
+    assert!(
+        queued[0]["reason"].as_str().unwrap().contains("503"),
+        "{queued:?}"
+    );
+    assert_eq!(
+        sms.send_due("test").await.unwrap(),
+        0,
+        "not before its backoff"
+    );
+    // Make it due now (the backoff is 30 s and up), then it is sent.
+    let uid = queued[0]["id"].as_str().unwrap().to_string();
+    sms.store
+        .retry_outbound(&uid, "test: due now", 0, false, 0)
+        .await
+        .unwrap();
+    assert_eq!(sms.send_due("test").await.unwrap(), 1);
+    let (api_key, request) = sent.recv().await.unwrap();
+    assert_eq!(api_key.as_deref(), Some("k-123"));
+    assert!(
+        request.contains("to=%2B255700000001")
+            && request.contains("sender=HISA")
+            && request.contains(&format!("ref={uid}")),
+        "{request}"
+    );
+    assert_eq!(outbound_to(&server, PHONE_A1).await[0]["status"], "SENT");
+    // A delivery callback by id.
+    let cb = json!({"id": uid, "status": "delivered"});
+    let bytes = serde_json::to_vec(&cb).unwrap();
+    let signature = hisa_sms_gateway::gateways::sign(key, &bytes, &ts);
+    let r = server
+        .client()
+        .post(server.url(&format!("/api/sms/gateway/{gateway}")))
+        .header("content-type", "application/json")
+        .header("X-Timestamp", &ts)
+        .header("X-Signature", signature)
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        outbound_to(&server, PHONE_A1).await[0]["status"],
+        "DELIVERED"
+    );
+
+    // A provider that never answers: given up after the configured attempts, kept as FAILED.
+    let dead = add_gateway(
+        &server,
+        &json!({"type": "http", "name": "Dead", "urlTemplate": "http://127.0.0.1:9/send"}),
+    )
+    .await;
+    let (status, body) = server
+        .post_json_as(
+            ADMIN.0,
+            ADMIN.1,
+            "/api/sms/outbound",
+            &json!({"message": "hello", "recipients": ["+255788000000"], "gateway": dead}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let uid = body["response"]["ids"][0].as_str().unwrap().to_string();
+    let mut m = sms.store.outbound(&uid).await.unwrap().unwrap();
+    for _ in 0..5 {
+        sms.send_due("test").await.unwrap();
+        m = sms.store.outbound(&uid).await.unwrap().unwrap();
+        if m.state == hisa_sms_gateway::model::OutboundState::Failed {
+            break;
+        }
+        assert_eq!(m.state, hisa_sms_gateway::model::OutboundState::Queued);
+        // Make it due now instead of waiting out the backoff.
+        let reason = m.reason.clone().unwrap_or_default();
+        sms.store
+            .retry_outbound(&uid, &reason, 0, false, 0)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        m.state,
+        hisa_sms_gateway::model::OutboundState::Failed,
+        "{m:?}"
+    );
+    assert_eq!(m.attempts, 2);
+    assert!(m.reason.unwrap().contains("request failed"));
+    server.stop().await;
+}
+
 on_both_stores!(
+    generic_http_gateway,
     hisa_form_through_a_cht_phone,
     multipart_replay_and_forgery,
     sms_gate_webhooks_and_push,
