@@ -15,9 +15,7 @@
 //! [`Submission::Unsupported`]: the server can still answer the phone (which
 //! otherwise waits and retries) instead of dropping the SMS.
 //!
-//! The check byte is the first byte of a SHA-256 digest; SHA-256 is
-//! implemented here because none of this module's dependencies (`base64`,
-//! `thiserror`, `serde`) provides it.
+//! The check byte is the first byte of a SHA-256 digest (from `sha2`).
 
 use std::collections::HashSet;
 use std::fmt;
