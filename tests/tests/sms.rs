@@ -1476,7 +1476,59 @@ async fn generic_http_gateway(backend: Backend) {
     server.stop().await;
 }
 
+async fn incomplete_sets_expire(backend: Backend) {
+    let config = SmsConfig {
+        part_expiry_ms: 0,
+        // Only the sweep this test calls runs in its time.
+        send_interval: Duration::from_secs(3600),
+        ..SmsConfig::default()
+    };
+    let Some(server) = country(backend, config).await else {
+        return;
+    };
+    let gateway = cht_gateway(&server).await;
+    let mut creds = enrol(&server, REPORTER).await;
+    let mut draft = forty_value_form(last_month());
+    draft.values.push((
+        "DeNote00001".into(),
+        DEFAULT_COC.into(),
+        Some("x".repeat(300)),
+    ));
+    let out = creds.compose_form(&draft, &month_layout()).unwrap();
+    assert!(out.texts.len() > 1);
+    poll(
+        &server,
+        &gateway,
+        json!([sms(PHONE_A1, &out.texts[0])]),
+        json!([]),
+    )
+    .await;
+    assert_eq!(inbound(&server, "state=WAITING_FOR_PARTS").await.len(), 1);
+    server.services.sms.sweep().await.unwrap();
+    let rejected = inbound(&server, "state=REJECTED").await;
+    assert_eq!(rejected.len(), 1);
+    assert!(rejected[0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("never arrived"));
+    // A late part starts a new set; nothing of the expired one is applied.
+    poll(
+        &server,
+        &gateway,
+        json!([sms(PHONE_A1, &out.texts[1])]),
+        json!([]),
+    )
+    .await;
+    assert!(
+        values_of(&server, "DsMonth0001", &last_month().iso(), "OuFacA10001")
+            .await
+            .is_empty()
+    );
+    server.stop().await;
+}
+
 on_both_stores!(
+    incomplete_sets_expire,
     generic_http_gateway,
     hisa_form_through_a_cht_phone,
     multipart_replay_and_forgery,
