@@ -6,9 +6,13 @@
 //!
 //! - [`sms`]: the SMS fallback: forms and events as Hisa's authenticated
 //!   compressed SMS, signed with the key enrolment gave the phone.
+//! - [`sync`]: the headless sync client: enrolment, metadata packages, the
+//!   outbox pushed until every submission has a final result, instructions
+//!   (policy, wipe).
 //!
 //! The Dioxus screens, the sync client and the SMS fallback build on this
 //! store; they arrive with the app and sync issues.
 
 pub mod sms;
 pub mod store;
+pub mod sync;

@@ -10,6 +10,8 @@
 //! - [`jobs`]: background jobs (`async=true`) and their progress.
 //! - [`query`]: DHIS2's `fields`, `filter`, `order` and paging conventions.
 //! - [`api`]: HTTP handlers and the router.
+//! - [`sms`]: the SMS gateway's directory (users by phone, catalog, storing forms and events).
+//! - [`sync`]: device enrolment, policies, metadata packages, submissions once, wipe and revoke.
 //! - [`demo`], [`seed`]: the generated demo country and loading it.
 //! - [`server`]: startup, readiness and graceful shutdown.
 //! - [`state`], [`error`]: shared state and the one error type.
@@ -28,3 +30,4 @@ pub mod server;
 pub mod sms;
 pub mod state;
 pub mod store;
+pub mod sync;

@@ -7,14 +7,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use async_trait::async_trait;
-use base64::Engine as _;
 use hisa_shared::authority;
 use hisa_shared::hisa_sms::FormLayout;
 use hisa_shared::metadata::{defaults, Program, ProgramStage};
 use hisa_shared::period::Period;
 use hisa_sms_gateway::directory::*;
 use hisa_sms_gateway::plaintext::Dialect;
-use rand::RngCore;
 use serde_json::{json, Value};
 
 use crate::auth::Caller;
@@ -24,7 +22,6 @@ use crate::error::{ServerError, ServerResult};
 use crate::events::{import_events, TrackerParams};
 use crate::metadata::Snapshot;
 use crate::state::{Services, ServicesInner};
-use crate::store::{DeviceRecord, DeviceWrite, StoreError};
 
 /// Lock codes of the data importer: the whole form is closed, not one value.
 const LOCK_CODES: &[&str] = &["E7640", "E7641", "E7643"];
@@ -377,102 +374,15 @@ impl SmsDirectory for Directory {
         origin: &Origin,
     ) -> DirectoryResult<ApplyReport> {
         let svc = self.services()?;
-        let snap = svc.metadata.snapshot().await.map_err(dir_err)?;
-        let reject = |r: Rejection| ApplyReport {
-            rejection: Some(r),
-            ..Default::default()
-        };
-        let Some(caller) = Caller::from_user(&snap, &sender.user) else {
-            return Ok(reject(Rejection::NotAuthorised("the user is gone".into())));
-        };
-        if !caller.has(authority::DATAVALUE_ADD) {
-            return Ok(reject(Rejection::NotAuthorised(
-                "the user may not enter data".into(),
-            )));
-        }
-        let index = snap.data_index();
-        let Some(ds) = index.data_sets.get(&form.data_set) else {
-            return Ok(reject(Rejection::UnknownDataSet));
-        };
-        if !caller.can_capture(&snap, &form.org_unit) {
-            return Ok(reject(Rejection::OrgUnitOutsideScope));
-        }
-        if !ds.org_units.contains(&form.org_unit) {
-            return Ok(reject(Rejection::OrgUnitNotAssigned));
-        }
-        match Period::parse(&form.period) {
-            Ok(p) if Some(p.period_type()) == ds.period_type => {}
-            _ => return Ok(reject(Rejection::InvalidPeriod(form.period.clone()))),
-        }
-        if let Some(aoc) = &form.attribute_option_combo {
-            if index.coc_combo.get(aoc) != Some(&ds.attribute_combo) {
-                return Ok(reject(Rejection::UnknownAttributeOptionCombo));
-            }
-        }
-        let options = DataImportOptions {
-            atomic: form.atomic,
-            channel: Channel::Sms,
-            device: origin.device.clone(),
-            ..Default::default()
-        };
-        let mut importer = DataImporter::new(snap.clone(), svc.store.clone(), caller, options);
-        importer.set_header(SetLevel {
-            data_set: Some(form.data_set.clone()),
-            period: Some(form.period.clone()),
-            org_unit: Some(form.org_unit.clone()),
-            attribute_option_combo: form.attribute_option_combo.clone(),
-            complete_date: form
-                .complete
-                .then(|| time::OffsetDateTime::now_utc().date().to_string()),
-            ..Default::default()
-        });
-        for v in &form.values {
-            importer
-                .push(RawValue {
-                    data_element: Some(v.data_element.clone()),
-                    category_option_combo: v.category_option_combo.clone(),
-                    value: v.value.clone(),
-                    deleted: Some(v.value.is_none()),
-                    ..Default::default()
-                })
-                .await
-                .map_err(dir_err)?;
-        }
-        let summary = importer.finish().await.map_err(dir_err)?;
-        let count = &summary.import_count;
-        let mut report = ApplyReport {
-            imported: count.imported as usize,
-            updated: count.updated as usize,
-            deleted: count.deleted as usize,
-            ignored: count.ignored as usize,
-            ..Default::default()
-        };
-        for c in &summary.conflicts {
-            let value = c.indexes.first().and_then(|i| form.values.get(*i));
-            report.conflicts.push(ValueConflict {
-                data_element: value
-                    .map(|v| v.data_element.clone())
-                    .or_else(|| Some(c.object.clone())),
-                category_option_combo: value.and_then(|v| v.category_option_combo.clone()),
-                code: Some(c.error_code.clone()),
-                message: c.value.clone(),
-            });
-        }
-        let locked = !summary.conflicts.is_empty()
-            && summary
-                .conflicts
-                .iter()
-                .all(|c| LOCK_CODES.contains(&c.error_code.as_str()));
-        if report.stored() == 0 && locked {
-            report.rejection = Some(Rejection::PeriodLocked(form.period.clone()));
-        } else if !report.conflicts.is_empty() && (form.atomic || report.stored() == 0) {
-            report.rejection = Some(Rejection::ValuesRefused);
-        }
-        report.completed = form.complete
-            && report.rejection.is_none()
-            && !summary.data_set_complete.is_empty()
-            && summary.data_set_complete != "false";
-        Ok(report)
+        store_form(
+            &svc,
+            &sender.user,
+            form,
+            Channel::Sms,
+            origin.device.clone(),
+        )
+        .await
+        .map_err(dir_err)
     }
 
     async fn apply_event(
@@ -482,196 +392,216 @@ impl SmsDirectory for Directory {
         _origin: &Origin,
     ) -> DirectoryResult<ApplyReport> {
         let svc = self.services()?;
-        let snap = svc.metadata.snapshot().await.map_err(dir_err)?;
-        let Some(caller) = Caller::from_user(&snap, &sender.user) else {
-            return Ok(ApplyReport {
-                rejection: Some(Rejection::NotAuthorised("the user is gone".into())),
-                ..Default::default()
-            });
-        };
-        if !caller.can_capture(&snap, &event.org_unit) {
-            return Ok(ApplyReport {
-                rejection: Some(Rejection::OrgUnitOutsideScope),
-                ..Default::default()
-            });
-        }
-        let existed = !svc
-            .store
-            .events_by_uid(std::slice::from_ref(&event.event))
+        store_event(&svc, &sender.user, event, Channel::Sms)
             .await
-            .map_err(|e| DirectoryError(e.to_string()))?
-            .is_empty();
-        let mut body = json!({
-            "event": event.event,
-            "program": event.program,
-            "orgUnit": event.org_unit,
-            "occurredAt": event.occurred_at,
-            "status": if event.completed { "COMPLETED" } else { "ACTIVE" },
-            "dataValues": event.values.iter().map(|(de, v)| json!({"dataElement": de, "value": v})).collect::<Vec<_>>(),
-        });
-        if let Some(stage) = &event.program_stage {
-            body["programStage"] = json!(stage);
+            .map_err(dir_err)
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Storing forms and events (SMS and device sync)
+// ------------------------------------------------------------------------------------------------
+
+/// Store one form as `user`, all its checks applied: the user's rights and
+/// scope, the data set's assignment, period type and locks, each value's
+/// type. One transaction; refused values are reported, not stored.
+pub async fn store_form(
+    svc: &Services,
+    user: &str,
+    form: &FormSubmission,
+    channel: Channel,
+    device: Option<String>,
+) -> ServerResult<ApplyReport> {
+    let snap = svc.metadata.snapshot().await?;
+    let reject = |r: Rejection| ApplyReport {
+        rejection: Some(r),
+        ..Default::default()
+    };
+    let Some(caller) = Caller::from_user(&snap, user) else {
+        return Ok(reject(Rejection::NotAuthorised("the user is gone".into())));
+    };
+    if !caller.has(authority::DATAVALUE_ADD) {
+        return Ok(reject(Rejection::NotAuthorised(
+            "the user may not enter data".into(),
+        )));
+    }
+    let index = snap.data_index();
+    let Some(ds) = index.data_sets.get(&form.data_set) else {
+        return Ok(reject(Rejection::UnknownDataSet));
+    };
+    if !caller.can_capture(&snap, &form.org_unit) {
+        return Ok(reject(Rejection::OrgUnitOutsideScope));
+    }
+    if !ds.org_units.contains(&form.org_unit) {
+        return Ok(reject(Rejection::OrgUnitNotAssigned));
+    }
+    match Period::parse(&form.period) {
+        Ok(p) if Some(p.period_type()) == ds.period_type => {}
+        _ => return Ok(reject(Rejection::InvalidPeriod(form.period.clone()))),
+    }
+    if let Some(aoc) = &form.attribute_option_combo {
+        if index.coc_combo.get(aoc) != Some(&ds.attribute_combo) {
+            return Ok(reject(Rejection::UnknownAttributeOptionCombo));
         }
-        if let Some(aoc) = &event.attribute_option_combo {
-            body["attributeOptionCombo"] = json!(aoc);
-        }
-        let params = TrackerParams {
-            channel: Channel::Sms,
-            ..Default::default()
-        };
-        let result = import_events(&svc, &caller, &json!({"events": [body]}), params).await;
-        let (status, report_json) = match result {
-            Ok(r) => r,
-            Err(ServerError::Forbidden(m)) => {
-                return Ok(ApplyReport {
-                    rejection: Some(Rejection::NotAuthorised(m)),
-                    ..Default::default()
-                })
-            }
-            Err(e) => return Err(dir_err(e)),
-        };
-        if status == 200 {
-            return Ok(ApplyReport {
-                imported: usize::from(!existed),
-                updated: usize::from(existed),
-                completed: event.completed,
+    }
+    let options = DataImportOptions {
+        atomic: form.atomic,
+        channel,
+        device,
+        ..Default::default()
+    };
+    let mut importer = DataImporter::new(snap.clone(), svc.store.clone(), caller, options);
+    importer.set_header(SetLevel {
+        data_set: Some(form.data_set.clone()),
+        period: Some(form.period.clone()),
+        org_unit: Some(form.org_unit.clone()),
+        attribute_option_combo: form.attribute_option_combo.clone(),
+        complete_date: form
+            .complete
+            .then(|| time::OffsetDateTime::now_utc().date().to_string()),
+        ..Default::default()
+    });
+    for v in &form.values {
+        importer
+            .push(RawValue {
+                data_element: Some(v.data_element.clone()),
+                category_option_combo: v.category_option_combo.clone(),
+                value: v.value.clone(),
+                deleted: Some(v.value.is_none()),
+                comment: v.comment.clone(),
                 ..Default::default()
-            });
-        }
-        let conflicts: Vec<ValueConflict> = report_json
-            .pointer("/validationReport/errorReports")
-            .and_then(Value::as_array)
-            .map(|errors| {
-                errors
-                    .iter()
-                    .map(|e| {
-                        let message = text_of(e, "message").unwrap_or_default();
-                        ValueConflict {
-                            data_element: message
-                                .split('`')
-                                .nth(1)
-                                .filter(|s| s.len() == 11)
-                                .map(str::to_string),
-                            category_option_combo: None,
-                            code: text_of(e, "errorCode"),
-                            message,
-                        }
-                    })
-                    .collect()
             })
-            .unwrap_or_default();
-        let rejection = if conflicts.iter().any(|c| c.code.as_deref() == Some("E1029")) {
-            Rejection::OrgUnitNotAssigned
-        } else {
-            Rejection::ValuesRefused
-        };
-        Ok(ApplyReport {
-            conflicts,
-            rejection: Some(rejection),
+            .await?;
+    }
+    let summary = importer.finish().await?;
+    let count = &summary.import_count;
+    let mut report = ApplyReport {
+        imported: count.imported as usize,
+        updated: count.updated as usize,
+        deleted: count.deleted as usize,
+        ignored: count.ignored as usize,
+        ..Default::default()
+    };
+    for c in &summary.conflicts {
+        let value = c.indexes.first().and_then(|i| form.values.get(*i));
+        report.conflicts.push(ValueConflict {
+            data_element: value
+                .map(|v| v.data_element.clone())
+                .or_else(|| Some(c.object.clone())),
+            category_option_combo: value.and_then(|v| v.category_option_combo.clone()),
+            code: Some(c.error_code.clone()),
+            message: c.value.clone(),
+        });
+    }
+    let locked = !summary.conflicts.is_empty()
+        && summary
+            .conflicts
+            .iter()
+            .all(|c| LOCK_CODES.contains(&c.error_code.as_str()));
+    if report.stored() == 0 && locked {
+        report.rejection = Some(Rejection::PeriodLocked(form.period.clone()));
+    } else if !report.conflicts.is_empty() && (form.atomic || report.stored() == 0) {
+        report.rejection = Some(Rejection::ValuesRefused);
+    }
+    report.completed = form.complete
+        && report.rejection.is_none()
+        && !summary.data_set_complete.is_empty()
+        && summary.data_set_complete != "false";
+    Ok(report)
+}
+
+/// Store one single event as `user` (create or replace by its UID).
+pub async fn store_event(
+    svc: &Services,
+    user: &str,
+    event: &EventSubmission,
+    channel: Channel,
+) -> ServerResult<ApplyReport> {
+    let snap = svc.metadata.snapshot().await?;
+    let Some(caller) = Caller::from_user(&snap, user) else {
+        return Ok(ApplyReport {
+            rejection: Some(Rejection::NotAuthorised("the user is gone".into())),
             ..Default::default()
+        });
+    };
+    if !caller.can_capture(&snap, &event.org_unit) {
+        return Ok(ApplyReport {
+            rejection: Some(Rejection::OrgUnitOutsideScope),
+            ..Default::default()
+        });
+    }
+    let existed = !svc
+        .store
+        .events_by_uid(std::slice::from_ref(&event.event))
+        .await?
+        .is_empty();
+    let mut body = json!({
+        "event": event.event,
+        "program": event.program,
+        "orgUnit": event.org_unit,
+        "occurredAt": event.occurred_at,
+        "status": if event.completed { "COMPLETED" } else { "ACTIVE" },
+        "dataValues": event.values.iter().map(|(de, v)| json!({"dataElement": de, "value": v})).collect::<Vec<_>>(),
+    });
+    if let Some(stage) = &event.program_stage {
+        body["programStage"] = json!(stage);
+    }
+    if let Some(aoc) = &event.attribute_option_combo {
+        body["attributeOptionCombo"] = json!(aoc);
+    }
+    let params = TrackerParams {
+        channel,
+        ..Default::default()
+    };
+    let result = import_events(svc, &caller, &json!({"events": [body]}), params).await;
+    let (status, report_json) = match result {
+        Ok(r) => r,
+        Err(ServerError::Forbidden(m)) => {
+            return Ok(ApplyReport {
+                rejection: Some(Rejection::NotAuthorised(m)),
+                ..Default::default()
+            })
+        }
+        Err(e) => return Err(e),
+    };
+    if status == 200 {
+        return Ok(ApplyReport {
+            imported: usize::from(!existed),
+            updated: usize::from(existed),
+            completed: event.completed,
+            ..Default::default()
+        });
+    }
+    let conflicts: Vec<ValueConflict> = report_json
+        .pointer("/validationReport/errorReports")
+        .and_then(Value::as_array)
+        .map(|errors| {
+            errors
+                .iter()
+                .map(|e| {
+                    let message = text_of(e, "message").unwrap_or_default();
+                    ValueConflict {
+                        data_element: message
+                            .split('`')
+                            .nth(1)
+                            .filter(|s| s.len() == 11)
+                            .map(str::to_string),
+                        category_option_combo: None,
+                        code: text_of(e, "errorCode"),
+                        message,
+                    }
+                })
+                .collect()
         })
-    }
-}
-
-// ------------------------------------------------------------------------------------------------
-// Devices
-// ------------------------------------------------------------------------------------------------
-
-/// What a phone receives once, at enrolment: its secret and SMS key are
-/// never shown again (the server keeps the secret only hashed).
-#[derive(Debug, Clone, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Enrolment {
-    pub device: String,
-    pub user: String,
-    pub secret: String,
-    pub sms_key_id: u32,
-    pub sms_key: String,
-}
-
-pub struct DeviceInfo {
-    pub name: Option<String>,
-    pub model: Option<String>,
-    pub app_version: Option<String>,
-}
-
-/// Enrol a phone for the calling user.
-pub async fn enrol(svc: &Services, caller: &Caller, info: DeviceInfo) -> ServerResult<Enrolment> {
-    if caller.user_uid.is_empty() {
-        return Err(ServerError::BadRequest(
-            "Only a user can enrol a device".into(),
-        ));
-    }
-    caller.require_any(&[
-        authority::MOBILE_SYNC,
-        authority::MOBILE_SMS,
-        authority::DATAVALUE_ADD,
-    ])?;
-    let clip = |s: Option<String>| s.map(|s| s.chars().take(200).collect::<String>());
-    // OsRng, not thread_rng: the handler's future must be Send.
-    let mut rng = rand::rngs::OsRng;
-    let mut secret = [0u8; 32];
-    rng.fill_bytes(&mut secret);
-    let mut sms_key = [0u8; 32];
-    rng.fill_bytes(&mut sms_key);
-    let secret_text = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret);
-    let uid = hisa_shared::Uid::generate().to_string();
-    // Key ids are random, so one cannot guess another device's from one's own.
-    for _ in 0..8 {
-        let sms_key_id = rng.next_u32() & 0x7fff_ffff;
-        if sms_key_id == 0 {
-            continue;
-        }
-        let write = DeviceWrite {
-            uid: uid.clone(),
-            user_uid: caller.user_uid.clone(),
-            name: clip(info.name.clone()),
-            model: clip(info.model.clone()),
-            app_version: clip(info.app_version.clone()),
-            secret_hash: crate::auth::sha256_hex(&secret_text),
-            sms_key_id,
-            sms_key: sms_key.to_vec(),
-            enrolled_at: hisa_sms_gateway::service::now_ms(),
-        };
-        match svc.store.devices().create_device(&write).await {
-            Ok(()) => {
-                tracing::info!(device = %uid, user = %caller.username, "device enrolled");
-                return Ok(Enrolment {
-                    device: uid,
-                    user: caller.user_uid.clone(),
-                    secret: secret_text,
-                    sms_key_id,
-                    sms_key: base64::engine::general_purpose::STANDARD.encode(sms_key),
-                });
-            }
-            Err(StoreError::Conflict(_)) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(ServerError::Internal(
-        "could not pick a free SMS key id".into(),
-    ))
-}
-
-pub fn device_json(d: &DeviceRecord) -> Value {
-    json!({
-        "id": d.uid,
-        "user": {"id": d.user_uid},
-        "name": d.name,
-        "model": d.model,
-        "appVersion": d.app_version,
-        "smsKeyId": d.sms_key_id,
-        "enrolled": ms_text(Some(d.enrolled_at)),
-        "lastSeen": ms_text(d.last_seen_at),
-        "revoked": ms_text(d.revoked_at),
+        .unwrap_or_default();
+    let rejection = if conflicts.iter().any(|c| c.code.as_deref() == Some("E1029")) {
+        Rejection::OrgUnitNotAssigned
+    } else {
+        Rejection::ValuesRefused
+    };
+    Ok(ApplyReport {
+        conflicts,
+        rejection: Some(rejection),
+        ..Default::default()
     })
-}
-
-pub fn ms_text(ms: Option<i64>) -> Value {
-    match ms.and_then(|ms| {
-        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
-    }) {
-        Some(t) => json!(crate::metadata::import::format_timestamp(t)),
-        None => Value::Null,
-    }
 }

@@ -24,6 +24,9 @@ pub struct Config {
     pub secure_cookies: bool,
     pub session_hours: i64,
     pub sms: hisa_sms_gateway::SmsConfig,
+    /// A submission claim not finished within this time (its request or
+    /// server died) may be taken over by a retry.
+    pub sync_claim_stale_ms: i64,
 }
 
 impl Default for Config {
@@ -34,6 +37,7 @@ impl Default for Config {
             secure_cookies: false,
             session_hours: 12,
             sms: hisa_sms_gateway::SmsConfig::default(),
+            sync_claim_stale_ms: 30_000,
         }
     }
 }

@@ -12,6 +12,7 @@
 //! - [`dhis2_sms`]: DHIS2's compressed SMS (versions 1 and 2): decode, encode, UID hashes, replies.
 //! - [`hisa_sms`]: Hisa's authenticated compressed SMS: forms and events bit-packed against the form layout, multipart, replay window, replies.
 //! - [`expression`]: DHIS2's expression language: parse, describe, evaluate; validation rule operators.
+//! - [`sync`]: the device sync protocol: enrolment, policies, metadata packages, submissions and their results.
 //! - [`webmessage`]: DHIS2's response envelopes and import reports.
 //! - [`authority`]: authority names.
 
@@ -24,6 +25,7 @@ pub mod hisa_sms;
 pub mod metadata;
 pub mod period;
 pub mod schema;
+pub mod sync;
 pub mod uid;
 pub mod value_type;
 pub mod webmessage;

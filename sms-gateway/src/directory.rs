@@ -258,6 +258,8 @@ pub struct FormValue {
     pub category_option_combo: Option<String>,
     /// `None` clears the value.
     pub value: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
 }
 
 /// A single event to create or replace by its UID (so a resent SMS is idempotent).

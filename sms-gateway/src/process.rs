@@ -399,6 +399,7 @@ impl Processor<'_> {
                 data_element: field.data_element.clone(),
                 category_option_combo: Some(field.category_option_combo.clone()),
                 value: v.value.clone(),
+                comment: None,
             });
         }
         Ok(FormSubmission {
@@ -742,6 +743,7 @@ impl Processor<'_> {
                     data_element: de.to_string(),
                     category_option_combo: Some(coc.to_string()),
                     value: Some(dv.value.stored_text()),
+                    comment: None,
                 }),
                 _ => unresolved.push(format!(
                     "{}-{}",
@@ -1275,6 +1277,7 @@ fn upsert_value(values: &mut Vec<FormValue>, de: &str, coc: Option<String>, valu
             data_element: de.to_string(),
             category_option_combo: coc,
             value: Some(value),
+            comment: None,
         });
     }
 }

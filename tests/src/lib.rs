@@ -7,6 +7,8 @@
 //! PostgreSQL tests are skipped with a message, except under `CI=true`,
 //! where they fail: CI must never pass without the PostgreSQL suite.
 
+pub mod proxy;
+
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,9 +38,38 @@ fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
+/// How to open a test's database again (a server restart).
+#[derive(Debug, Clone)]
+enum Reopen {
+    Sqlite(std::path::PathBuf),
+    Postgres(String),
+}
+
+impl Reopen {
+    async fn open(&self) -> Arc<dyn Store> {
+        match self {
+            Reopen::Sqlite(path) => Arc::new(
+                SqliteStore::open(path.to_str().expect("utf-8 path"))
+                    .await
+                    .expect("reopen sqlite"),
+            ),
+            Reopen::Postgres(schema) => {
+                let options = PgConnectOptions::from_str(&pg_url())
+                    .expect("pg url")
+                    .options([("search_path", schema.as_str())]);
+                Arc::new(PgStore::connect_with(options).await.expect("reconnect pg"))
+            }
+        }
+    }
+}
+
 /// A fresh, empty database of the given kind. `None` means PostgreSQL is
 /// unreachable outside CI: the caller skips.
 pub async fn fresh_store(backend: Backend) -> Option<(Arc<dyn Store>, Option<tempfile::TempDir>)> {
+    fresh(backend).await.map(|(store, dir, _)| (store, dir))
+}
+
+async fn fresh(backend: Backend) -> Option<(Arc<dyn Store>, Option<tempfile::TempDir>, Reopen)> {
     match backend {
         Backend::Sqlite => {
             let dir = tempfile::tempdir().expect("temp dir");
@@ -46,7 +77,7 @@ pub async fn fresh_store(backend: Backend) -> Option<(Arc<dyn Store>, Option<tem
             let store = SqliteStore::open(path.to_str().expect("utf-8 path"))
                 .await
                 .expect("open sqlite");
-            Some((Arc::new(store), Some(dir)))
+            Some((Arc::new(store), Some(dir), Reopen::Sqlite(path)))
         }
         Backend::Postgres => {
             let url = pg_url();
@@ -68,7 +99,7 @@ pub async fn fresh_store(backend: Backend) -> Option<(Arc<dyn Store>, Option<tem
                 .expect("pg url")
                 .options([("search_path", schema.as_str())]);
             let store = PgStore::connect_with(options).await.expect("connect pg");
-            Some((Arc::new(store), None))
+            Some((Arc::new(store), None, Reopen::Postgres(schema)))
         }
     }
 }
@@ -79,6 +110,8 @@ pub struct TestServer {
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
     _dir: Option<tempfile::TempDir>,
+    reopen: Reopen,
+    config: Config,
 }
 
 #[derive(Default)]
@@ -94,12 +127,58 @@ impl TestServer {
     }
 
     pub async fn start_with(backend: Backend, options: StartOptions) -> Option<TestServer> {
-        let (store, dir) = fresh_store(backend).await?;
+        let (store, dir, reopen) = fresh(backend).await?;
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Some(Self::launch(store, dir, reopen, listener, options).await)
+    }
+
+    /// Stop the server and start it again on the same database and address,
+    /// as a process restart would (a new store connection, a new snapshot).
+    pub async fn restart(mut self) -> TestServer {
+        let addr = self.address();
+        let dir = self._dir.take();
+        let reopen = self.reopen.clone();
+        let config = self.config.clone();
+        self.stop().await;
+        let store = reopen.open().await;
+        // The port was just released; binding it again can race the OS briefly.
+        let mut listener = None;
+        for _ in 0..200 {
+            match TcpListener::bind(addr).await {
+                Ok(l) => {
+                    listener = Some(l);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+        let listener = listener.expect("rebind the same address");
+        let options = StartOptions {
+            config,
+            demo_facilities: None,
+        };
+        Self::launch(store, dir, reopen, listener, options).await
+    }
+
+    pub fn address(&self) -> std::net::SocketAddr {
+        self.base
+            .trim_start_matches("http://")
+            .parse()
+            .expect("server address")
+    }
+
+    async fn launch(
+        store: Arc<dyn Store>,
+        dir: Option<tempfile::TempDir>,
+        reopen: Reopen,
+        listener: TcpListener,
+        options: StartOptions,
+    ) -> TestServer {
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = oneshot::channel::<()>();
         let (ready_tx, ready_rx) = oneshot::channel::<Services>();
         let config = options.config.clone();
+        let options_config = options.config.clone();
         let demo = options.demo_facilities;
         let prep = async move {
             let services = prepare(store, config).await?;
@@ -134,9 +213,11 @@ impl TestServer {
             shutdown: Some(tx),
             task: Some(task),
             _dir: dir,
+            reopen,
+            config: options_config,
         };
         server.wait_ready().await;
-        Some(server)
+        server
     }
 
     /// Poll `/api/health` until it says ready (bounded; never a blind sleep).

@@ -8,6 +8,7 @@ mod expressions;
 mod me;
 mod metadata;
 mod sms;
+mod sync;
 mod system;
 
 use axum::extract::Request;
@@ -144,9 +145,36 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/api/devices",
-            get(sms::list_devices).post(sms::enrol_device),
+            get(sync::list_devices).post(sync::enrol_signed_in),
         )
-        .route("/api/devices/{uid}/revoke", post(sms::revoke_device))
+        .route("/api/devices/enrolmentCodes", post(sync::enrolment_code))
+        .route("/api/devices/{uid}", get(sync::one_device))
+        .route("/api/devices/{uid}/revoke", post(sync::revoke_device))
+        .route("/api/devices/{uid}/wipe", post(sync::wipe_device))
+        .route("/api/devices/{uid}/policy", get(sync::device_policy))
+        .route(
+            "/api/devicePolicies",
+            get(sync::list_policies).post(sync::create_policy),
+        )
+        .route(
+            "/api/devicePolicies/{uid}",
+            axum::routing::put(sync::replace_policy).delete(sync::delete_policy),
+        )
+        .route("/api/sync/v1/enrol", post(sync::enrol))
+        // Phones pay for every byte: packages and forms go out gzipped
+        // when the phone accepts it (the app always does).
+        .route(
+            "/api/sync/v1/metadata",
+            get(sync::metadata).layer(tower_http::compression::CompressionLayer::new()),
+        )
+        .route(
+            "/api/sync/v1/data",
+            get(sync::download)
+                .post(sync::upload)
+                .layer(tower_http::compression::CompressionLayer::new()),
+        )
+        .route("/api/sync/v1/status", post(sync::status))
+        .route("/api/sync/v1/wiped", post(sync::wiped))
         .route("/api/tracker", post(events::import))
         .route("/api/tracker/events", get(events::list))
         .route("/api/tracker/events/{uid}", get(events::one))

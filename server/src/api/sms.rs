@@ -19,7 +19,6 @@ use serde_json::{json, Value};
 use super::{JsonBody, Params};
 use crate::auth::Caller;
 use crate::error::{ServerError, ServerResult};
-use crate::sms::{device_json, enrol, ms_text, DeviceInfo};
 use crate::state::Services;
 
 impl From<GatewayError> for ServerError {
@@ -39,6 +38,15 @@ impl From<GatewayError> for ServerError {
 impl From<hisa_sms_gateway::store::SmsStoreError> for ServerError {
     fn from(e: hisa_sms_gateway::store::SmsStoreError) -> ServerError {
         ServerError::Internal(e.to_string())
+    }
+}
+
+fn ms_text(ms: Option<i64>) -> Value {
+    match ms.and_then(|ms| {
+        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
+    }) {
+        Some(t) => json!(crate::metadata::import::format_timestamp(t)),
+        None => Value::Null,
     }
 }
 
@@ -484,62 +492,4 @@ pub async fn gateway_post(
     let response = hisa_sms_gateway::http::handle_post(&svc.sms, &uid, &headers, body).await;
     svc.sms.wake();
     response.into_response()
-}
-
-// ------------------------------------------------------------------------------------------------
-// Devices
-// ------------------------------------------------------------------------------------------------
-
-/// `POST /api/devices`: the signed-in user enrols this phone.
-pub async fn enrol_device(
-    svc: Services,
-    caller: Caller,
-    JsonBody(body): JsonBody,
-) -> ServerResult<Json<Value>> {
-    let text = |k: &str| body.get(k).and_then(Value::as_str).map(str::to_string);
-    let enrolment = enrol(
-        &svc,
-        &caller,
-        DeviceInfo {
-            name: text("name"),
-            model: text("model"),
-            app_version: text("appVersion"),
-        },
-    )
-    .await?;
-    Ok(Json(serde_json::to_value(enrolment).unwrap_or(Value::Null)))
-}
-
-pub async fn list_devices(svc: Services, caller: Caller) -> ServerResult<Json<Value>> {
-    let all = caller.has(authority::MOBILE_SETTINGS);
-    let user = (!all).then_some(caller.user_uid.as_str());
-    let devices = svc.store.devices().devices(user).await?;
-    Ok(Json(
-        json!({"devices": devices.iter().map(device_json).collect::<Vec<_>>()}),
-    ))
-}
-
-pub async fn revoke_device(
-    svc: Services,
-    caller: Caller,
-    Path(uid): Path<String>,
-) -> ServerResult<Json<WebMessage>> {
-    let registry = svc.store.devices();
-    let device = registry
-        .device(&uid)
-        .await?
-        .ok_or_else(|| ServerError::NotFound(format!("No device with id {uid}")))?;
-    // A user may revoke their own lost phone; anyone else's needs the authority.
-    if device.user_uid != caller.user_uid {
-        require_settings(&caller)?;
-    }
-    registry
-        .revoke_device(&uid, hisa_sms_gateway::service::now_ms())
-        .await?;
-    tracing::warn!(device = %uid, by = %caller.username, "device revoked");
-    Ok(Json(WebMessage::new(
-        200,
-        Status::Ok,
-        format!("Device {uid} revoked"),
-    )))
 }

@@ -13,7 +13,9 @@ use async_trait::async_trait;
 use serde_json::Value;
 use time::{Date, OffsetDateTime};
 
-pub use sms::{DeviceRecord, DeviceStore, DeviceWrite};
+pub use sms::{
+    Claim, DeviceAudit, DeviceRecord, DeviceStore, DeviceWrite, PolicyRecord, SubmissionClaim,
+};
 pub use sql::{PgStore, SqliteStore};
 
 #[derive(Debug, thiserror::Error)]

@@ -24,6 +24,59 @@ pub struct DeviceRecord {
     pub enrolled_at: i64,
     pub last_seen_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    pub wipe_requested_at: Option<i64>,
+    pub wiped_at: Option<i64>,
+    /// Submissions the phone said were waiting, at its last contact.
+    pub pending_reported: i64,
+    /// Phone clock minus server clock at the last contact.
+    pub clock_skew_ms: Option<i64>,
+}
+
+/// What claiming a submission id found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// This request applies it.
+    New,
+    /// Seen before: its stored status and result (JSON), if finished.
+    Existing {
+        status: String,
+        result: Option<String>,
+        received_at: i64,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct SubmissionClaim {
+    pub id: String,
+    pub device: String,
+    pub user: String,
+    pub kind: String,
+    pub received_at: i64,
+    pub device_time: Option<String>,
+    pub captured_at: Option<String>,
+    pub future_dated: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyRecord {
+    pub uid: String,
+    pub name: String,
+    /// DEFAULT, ROLE, ORG_UNIT or DEVICE.
+    pub scope: String,
+    /// The role, org unit or device uid; empty for DEFAULT.
+    pub target: String,
+    /// `PolicyRules` as JSON.
+    pub rules: String,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceAudit {
+    pub device: String,
+    pub action: String,
+    pub by_user: Option<String>,
+    pub at: i64,
+    pub detail: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -46,6 +99,57 @@ pub trait DeviceStore: Send + Sync + 'static {
     async fn devices(&self, user_uid: Option<&str>) -> StoreResult<Vec<DeviceRecord>>;
     async fn device(&self, uid: &str) -> StoreResult<Option<DeviceRecord>>;
     async fn revoke_device(&self, uid: &str, at: i64) -> StoreResult<bool>;
+    async fn device_secret_hash(&self, uid: &str) -> StoreResult<Option<String>>;
+    /// Record a contact; `None` fields keep their stored values.
+    async fn touch_device(
+        &self,
+        uid: &str,
+        at: i64,
+        app_version: Option<&str>,
+        pending: Option<i64>,
+        clock_skew_ms: Option<i64>,
+    ) -> StoreResult<()>;
+    async fn request_wipe(&self, uid: &str, at: i64) -> StoreResult<bool>;
+    /// The phone confirmed it wiped: revoked from now on.
+    async fn confirm_wipe(&self, uid: &str, at: i64) -> StoreResult<bool>;
+    /// Revoke the user's live devices other than `except`; returns their uids.
+    async fn revoke_user_devices(
+        &self,
+        user_uid: &str,
+        except: &str,
+        at: i64,
+    ) -> StoreResult<Vec<String>>;
+    async fn audit_device(&self, audit: &DeviceAudit) -> StoreResult<()>;
+    /// Oldest first.
+    async fn device_audits(&self, uid: &str) -> StoreResult<Vec<DeviceAudit>>;
+    /// Claim a submission id. An `IN_PROGRESS` claim last touched before
+    /// `stale_before` (its request died) is taken over.
+    async fn claim_submission(
+        &self,
+        claim: &SubmissionClaim,
+        stale_before: i64,
+    ) -> StoreResult<Claim>;
+    async fn finish_submission(
+        &self,
+        id: &str,
+        status: &str,
+        result: &str,
+        at: i64,
+    ) -> StoreResult<()>;
+    async fn policies(&self) -> StoreResult<Vec<PolicyRecord>>;
+    /// `Err(Conflict)` when another policy has the same scope and target.
+    async fn put_policy(&self, policy: &PolicyRecord) -> StoreResult<()>;
+    async fn delete_policy(&self, uid: &str) -> StoreResult<bool>;
+    async fn create_enrolment_code(
+        &self,
+        code_hash: &str,
+        user_uid: &str,
+        created_by: &str,
+        created_at: i64,
+        expires_at: i64,
+    ) -> StoreResult<()>;
+    /// Use a code once: the user it was made for, if unused and unexpired.
+    async fn use_enrolment_code(&self, code_hash: &str, now: i64) -> StoreResult<Option<String>>;
 }
 
 fn err(e: sqlx::Error) -> SmsStoreError {
@@ -65,7 +169,7 @@ const OUTBOUND_COLUMNS: &str =
      next_attempt_at, reason, created_at, updated_at";
 
 const DEVICE_COLUMNS: &str = "uid, user_uid, name, model, app_version, sms_key_id, enrolled_at, \
-     last_seen_at, revoked_at";
+     last_seen_at, revoked_at, wipe_requested_at, wiped_at, pending_reported, clock_skew_ms";
 
 macro_rules! impl_sms_store {
     ($store:ty, $row:ty) => {
@@ -119,6 +223,10 @@ macro_rules! impl_sms_store {
                 enrolled_at: r.try_get("enrolled_at")?,
                 last_seen_at: r.try_get("last_seen_at")?,
                 revoked_at: r.try_get("revoked_at")?,
+                wipe_requested_at: r.try_get("wipe_requested_at")?,
+                wiped_at: r.try_get("wiped_at")?,
+                pending_reported: r.try_get("pending_reported")?,
+                clock_skew_ms: r.try_get("clock_skew_ms")?,
             })
         }
 
@@ -829,6 +937,260 @@ macro_rules! impl_sms_store {
                 .execute(&self.writer)
                 .await?;
                 Ok(done.rows_affected() > 0)
+            }
+
+            async fn device_secret_hash(&self, uid: &str) -> StoreResult<Option<String>> {
+                Ok(sqlx::query_scalar("SELECT secret_hash FROM device WHERE uid = $1")
+                    .bind(uid)
+                    .fetch_optional(&self.writer)
+                    .await?)
+            }
+
+            async fn touch_device(
+                &self,
+                uid: &str,
+                at: i64,
+                app_version: Option<&str>,
+                pending: Option<i64>,
+                clock_skew_ms: Option<i64>,
+            ) -> StoreResult<()> {
+                sqlx::query(
+                    "UPDATE device SET last_seen_at = $2, app_version = COALESCE($3, app_version),
+                       pending_reported = COALESCE($4, pending_reported),
+                       clock_skew_ms = COALESCE($5, clock_skew_ms) WHERE uid = $1",
+                )
+                .bind(uid)
+                .bind(at)
+                .bind(app_version)
+                .bind(pending)
+                .bind(clock_skew_ms)
+                .execute(&self.writer)
+                .await?;
+                Ok(())
+            }
+
+            async fn request_wipe(&self, uid: &str, at: i64) -> StoreResult<bool> {
+                let done = sqlx::query(
+                    "UPDATE device SET wipe_requested_at = COALESCE(wipe_requested_at, $2)
+                     WHERE uid = $1 AND wiped_at IS NULL",
+                )
+                .bind(uid)
+                .bind(at)
+                .execute(&self.writer)
+                .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn confirm_wipe(&self, uid: &str, at: i64) -> StoreResult<bool> {
+                let done = sqlx::query(
+                    "UPDATE device SET wiped_at = $2, revoked_at = COALESCE(revoked_at, $2)
+                     WHERE uid = $1 AND wipe_requested_at IS NOT NULL AND wiped_at IS NULL",
+                )
+                .bind(uid)
+                .bind(at)
+                .execute(&self.writer)
+                .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn revoke_user_devices(
+                &self,
+                user_uid: &str,
+                except: &str,
+                at: i64,
+            ) -> StoreResult<Vec<String>> {
+                let uids: Vec<String> = sqlx::query_scalar(
+                    "UPDATE device SET revoked_at = $3
+                     WHERE user_uid = $1 AND uid <> $2 AND revoked_at IS NULL RETURNING uid",
+                )
+                .bind(user_uid)
+                .bind(except)
+                .bind(at)
+                .fetch_all(&self.writer)
+                .await?;
+                Ok(uids)
+            }
+
+            async fn audit_device(&self, a: &DeviceAudit) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO device_audit (device_uid, action, by_user, at, detail)
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&a.device)
+                .bind(&a.action)
+                .bind(&a.by_user)
+                .bind(a.at)
+                .bind(&a.detail)
+                .execute(&self.writer)
+                .await?;
+                Ok(())
+            }
+
+            async fn device_audits(&self, uid: &str) -> StoreResult<Vec<DeviceAudit>> {
+                let rows = sqlx::query(
+                    "SELECT device_uid, action, by_user, at, detail FROM device_audit
+                     WHERE device_uid = $1 ORDER BY at, id",
+                )
+                .bind(uid)
+                .fetch_all(&self.writer)
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(DeviceAudit {
+                            device: r.try_get("device_uid")?,
+                            action: r.try_get("action")?,
+                            by_user: r.try_get("by_user")?,
+                            at: r.try_get("at")?,
+                            detail: r.try_get("detail")?,
+                        })
+                    })
+                    .collect::<Result<_, sqlx::Error>>()
+                    .map_err(StoreError::from)
+            }
+
+            async fn claim_submission(
+                &self,
+                c: &SubmissionClaim,
+                stale_before: i64,
+            ) -> StoreResult<Claim> {
+                let inserted = sqlx::query(
+                    "INSERT INTO sync_submission (id, device_uid, user_uid, kind, status, received_at,
+                       device_time, captured_at, future_dated, updated_at)
+                     VALUES ($1, $2, $3, $4, 'IN_PROGRESS', $5, $6, $7, $8, $5)
+                     ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(&c.id)
+                .bind(&c.device)
+                .bind(&c.user)
+                .bind(&c.kind)
+                .bind(c.received_at)
+                .bind(&c.device_time)
+                .bind(&c.captured_at)
+                .bind(c.future_dated)
+                .execute(&self.writer)
+                .await?;
+                if inserted.rows_affected() == 1 {
+                    return Ok(Claim::New);
+                }
+                let taken = sqlx::query(
+                    "UPDATE sync_submission SET updated_at = $2
+                     WHERE id = $1 AND status = 'IN_PROGRESS' AND updated_at < $3",
+                )
+                .bind(&c.id)
+                .bind(c.received_at)
+                .bind(stale_before)
+                .execute(&self.writer)
+                .await?;
+                if taken.rows_affected() == 1 {
+                    return Ok(Claim::New);
+                }
+                let row = sqlx::query(
+                    "SELECT status, result, received_at FROM sync_submission WHERE id = $1",
+                )
+                .bind(&c.id)
+                .fetch_one(&self.writer)
+                .await?;
+                Ok(Claim::Existing {
+                    status: row.try_get("status")?,
+                    result: row.try_get("result")?,
+                    received_at: row.try_get("received_at")?,
+                })
+            }
+
+            async fn finish_submission(&self, id: &str, status: &str, result: &str, at: i64) -> StoreResult<()> {
+                sqlx::query(
+                    "UPDATE sync_submission SET status = $2, result = $3, updated_at = $4 WHERE id = $1",
+                )
+                .bind(id)
+                .bind(status)
+                .bind(result)
+                .bind(at)
+                .execute(&self.writer)
+                .await?;
+                Ok(())
+            }
+
+            async fn policies(&self) -> StoreResult<Vec<PolicyRecord>> {
+                let rows = sqlx::query(
+                    "SELECT uid, name, scope, target, rules, updated_at FROM device_policy ORDER BY name, uid",
+                )
+                .fetch_all(&self.writer)
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(PolicyRecord {
+                            uid: r.try_get("uid")?,
+                            name: r.try_get("name")?,
+                            scope: r.try_get("scope")?,
+                            target: r.try_get("target")?,
+                            rules: r.try_get("rules")?,
+                            updated_at: r.try_get("updated_at")?,
+                        })
+                    })
+                    .collect::<Result<_, sqlx::Error>>()
+                    .map_err(StoreError::from)
+            }
+
+            async fn put_policy(&self, p: &PolicyRecord) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO device_policy (uid, name, scope, target, rules, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6)
+                     ON CONFLICT (uid) DO UPDATE SET name = excluded.name, scope = excluded.scope,
+                       target = excluded.target, rules = excluded.rules, updated_at = excluded.updated_at",
+                )
+                .bind(&p.uid)
+                .bind(&p.name)
+                .bind(&p.scope)
+                .bind(&p.target)
+                .bind(&p.rules)
+                .bind(p.updated_at)
+                .execute(&self.writer)
+                .await
+                .map_err(crate::store::sql::map_unique)?;
+                Ok(())
+            }
+
+            async fn delete_policy(&self, uid: &str) -> StoreResult<bool> {
+                let done = sqlx::query("DELETE FROM device_policy WHERE uid = $1")
+                    .bind(uid)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn create_enrolment_code(
+                &self,
+                code_hash: &str,
+                user_uid: &str,
+                created_by: &str,
+                created_at: i64,
+                expires_at: i64,
+            ) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO enrolment_code (code_hash, user_uid, created_by, created_at, expires_at)
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(code_hash)
+                .bind(user_uid)
+                .bind(created_by)
+                .bind(created_at)
+                .bind(expires_at)
+                .execute(&self.writer)
+                .await
+                .map_err(crate::store::sql::map_unique)?;
+                Ok(())
+            }
+
+            async fn use_enrolment_code(&self, code_hash: &str, now: i64) -> StoreResult<Option<String>> {
+                let user: Option<String> = sqlx::query_scalar(
+                    "UPDATE enrolment_code SET used_at = $2
+                     WHERE code_hash = $1 AND used_at IS NULL AND expires_at > $2 RETURNING user_uid",
+                )
+                .bind(code_hash)
+                .bind(now)
+                .fetch_optional(&self.writer)
+                .await?;
+                Ok(user)
             }
         }
     };
