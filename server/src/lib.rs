@@ -10,6 +10,7 @@
 //! - [`jobs`]: background jobs (`async=true`) and their progress.
 //! - [`query`]: DHIS2's `fields`, `filter`, `order` and paging conventions.
 //! - [`api`]: HTTP handlers and the router.
+//! - [`approval`]: approval levels and workflows; approve, accept, return; the lock on approved data.
 //! - [`sms`]: the SMS gateway's directory (users by phone, catalog, storing forms and events).
 //! - [`sync`]: device enrolment, policies, metadata packages, submissions once, wipe and revoke.
 //! - [`demo`], [`seed`]: the generated demo country and loading it.
@@ -17,6 +18,7 @@
 //! - [`state`], [`error`]: shared state and the one error type.
 
 pub mod api;
+pub mod approval;
 pub mod auth;
 pub mod data;
 pub mod demo;

@@ -24,7 +24,7 @@ use crate::metadata::Snapshot;
 use crate::state::{Services, ServicesInner};
 
 /// Lock codes of the data importer: the whole form is closed, not one value.
-const LOCK_CODES: &[&str] = &["E7640", "E7641", "E7643"];
+const LOCK_CODES: &[&str] = &["E7640", "E7641", "E7642", "E7643"];
 
 struct CachedCatalog {
     version: i64,

@@ -1050,6 +1050,8 @@ pub async fn download(svc: &Services, session: &DeviceSession) -> ServerResult<D
         return Ok(DownloadResponse {
             periods: BTreeMap::new(),
             forms: Vec::new(),
+            approvals: Vec::new(),
+            messages: Vec::new(),
             instructions,
         });
     }
@@ -1161,11 +1163,99 @@ pub async fn download(svc: &Services, session: &DeviceSession) -> ServerResult<D
                 .complete = true;
         }
     }
+    let approvals = form_approvals(svc, session, &periods_out).await?;
+    let messages = svc
+        .store
+        .approvals()
+        .messages_for(&session.device.user_uid, 50)
+        .await?
+        .into_iter()
+        .map(|m| UserMessage {
+            id: m.uid,
+            subject: m.subject,
+            text: m.text,
+            sender: m.sender,
+            created: rfc3339(m.created_at),
+            context: m.context.and_then(|c| serde_json::from_str(&c).ok()),
+        })
+        .collect();
     Ok(DownloadResponse {
         periods: periods_out,
         forms: forms.into_values().collect(),
+        approvals,
+        messages,
         instructions,
     })
+}
+
+/// Approval state (and any return) of each form the phone keeps whose data
+/// set has a workflow.
+async fn form_approvals(
+    svc: &Services,
+    session: &DeviceSession,
+    periods: &BTreeMap<String, Vec<String>>,
+) -> ServerResult<Vec<FormApproval>> {
+    let snap = &session.snap;
+    let index = snap.data_index();
+    let store = svc.store.approvals();
+    let mut out = Vec::new();
+    for (ds_uid, isos) in periods {
+        let Some(ds) = index.data_sets.get(ds_uid) else {
+            continue;
+        };
+        let Some(wf) = ds.workflow.as_deref() else {
+            continue;
+        };
+        let Some(workflow) = crate::approval::Workflow::of(snap, wf) else {
+            continue;
+        };
+        let mut units: Vec<&String> = ds
+            .org_units
+            .iter()
+            .filter(|ou| snap.within_any(ou, &session.caller.capture_roots))
+            .collect();
+        units.sort();
+        for iso in isos {
+            let Ok(period) = Period::parse(iso) else {
+                continue;
+            };
+            let rows = store.approvals(wf, iso).await?;
+            for ou in &units {
+                let target = crate::approval::Target {
+                    workflow: workflow.clone(),
+                    period,
+                    org_unit: (*ou).clone(),
+                    aoc: hisa_shared::metadata::defaults::CATEGORY_OPTION_COMBO.to_string(),
+                };
+                let status = crate::approval::status_from(snap, &session.caller, &target, &rows);
+                if status.state == crate::approval::State::Unapprovable {
+                    continue;
+                }
+                let audits = store.audits(wf, iso, ou).await?;
+                let returned = audits
+                    .iter()
+                    .rposition(|a| a.action == "RETURN")
+                    .filter(|i| !audits[i + 1..].iter().any(|a| a.action == "APPROVE"))
+                    .map(|i| Returned {
+                        comment: audits[i].comment.clone().unwrap_or_default(),
+                        by: audits[i].by_user.clone(),
+                        at: rfc3339(audits[i].at),
+                    });
+                out.push(FormApproval {
+                    data_set: ds_uid.clone(),
+                    period: iso.clone(),
+                    org_unit: (*ou).clone(),
+                    attribute_option_combo: target.aoc.clone(),
+                    state: serde_json::to_value(status.state)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default(),
+                    returned,
+                });
+            }
+        }
+    }
+    Ok(out)
 }
 
 // ------------------------------------------------------------------------------------------------

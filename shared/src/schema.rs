@@ -192,6 +192,22 @@ pub static SCHEMAS: &[Schema] = &[
         code_unique: true,
     },
     Schema {
+        plural: "dataApprovalLevels",
+        singular: "dataApprovalLevel",
+        klass: "org.hisp.dhis.dataapproval.DataApprovalLevel",
+        required: &["name", "orgUnitLevel"],
+        references: &[],
+        code_unique: true,
+    },
+    Schema {
+        plural: "dataApprovalWorkflows",
+        singular: "dataApprovalWorkflow",
+        klass: "org.hisp.dhis.dataapproval.DataApprovalWorkflow",
+        required: &["name", "periodType"],
+        references: &[r("dataApprovalLevels[]", "dataApprovalLevels")],
+        code_unique: true,
+    },
+    Schema {
         plural: "dataSets",
         singular: "dataSet",
         klass: "org.hisp.dhis.dataset.DataSet",
@@ -202,6 +218,7 @@ pub static SCHEMAS: &[Schema] = &[
             r("dataSetElements[].categoryCombo", "categoryCombos"),
             r("organisationUnits[]", "organisationUnits"),
             r("indicators[]", "indicators"),
+            r("workflow", "dataApprovalWorkflows"),
             r(
                 "compulsoryDataElementOperands[].dataElement",
                 "dataElements",

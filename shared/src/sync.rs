@@ -424,12 +424,57 @@ pub struct StoredForm {
     pub values: Vec<FormValue>,
 }
 
+/// A supervisor's return of a form: what to correct.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Returned {
+    pub comment: String,
+    pub by: String,
+    pub at: String,
+}
+
+/// Where a form stands in its data set's approval workflow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FormApproval {
+    pub data_set: String,
+    pub period: String,
+    pub org_unit: String,
+    pub attribute_option_combo: String,
+    /// DHIS2's approval state (`UNAPPROVED_READY`, `APPROVED_HERE`, `ACCEPTED_HERE`, `APPROVED_ABOVE`, …).
+    /// Approved forms are locked: the phone shows them read-only.
+    pub state: String,
+    /// Set when the form was returned and not approved since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub returned: Option<Returned>,
+}
+
+/// A message to the user (a returned form's comment, for one).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserMessage {
+    pub id: String,
+    pub subject: String,
+    pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender: Option<String>,
+    pub created: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<Value>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DownloadResponse {
     /// The periods covered (the policy's `pastPeriodsKept` of each data set's type).
     pub periods: BTreeMap<String, Vec<String>>,
     pub forms: Vec<StoredForm>,
+    /// Approval state of the forms above whose data sets have a workflow.
+    #[serde(default)]
+    pub approvals: Vec<FormApproval>,
+    /// The user's messages, newest first.
+    #[serde(default)]
+    pub messages: Vec<UserMessage>,
     pub instructions: Instructions,
 }
 

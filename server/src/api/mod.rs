@@ -1,6 +1,7 @@
 //! The DHIS2-shaped Web API. Handlers are thin: parse, take the caller,
 //! call a service, map the result.
 
+mod approval;
 mod body;
 mod data;
 mod events;
@@ -175,6 +176,35 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/sync/v1/status", post(sync::status))
         .route("/api/sync/v1/wiped", post(sync::wiped))
+        .route(
+            "/api/dataApprovals",
+            get(approval::status)
+                .post(approval::approve)
+                .delete(approval::unapprove),
+        )
+        .route(
+            "/api/dataApprovals/approvals",
+            get(approval::statuses).post(approval::approve_many),
+        )
+        .route(
+            "/api/dataApprovals/unapprovals",
+            post(approval::unapprove_many),
+        )
+        .route("/api/dataApprovals/returns", post(approval::return_form))
+        .route("/api/dataApprovals/audits", get(approval::audits))
+        .route(
+            "/api/dataAcceptances",
+            post(approval::accept).delete(approval::unaccept),
+        )
+        .route(
+            "/api/dataAcceptances/acceptances",
+            post(approval::accept_many),
+        )
+        .route(
+            "/api/dataAcceptances/unacceptances",
+            post(approval::unaccept_many),
+        )
+        .route("/api/me/messages", get(approval::my_messages))
         .route("/api/tracker", post(events::import))
         .route("/api/tracker/events", get(events::list))
         .route("/api/tracker/events/{uid}", get(events::one))

@@ -179,6 +179,8 @@ pub struct DataImporter {
     periods: HashMap<String, i64>,
     now: OffsetDateTime,
     today: Date,
+    /// Loaded at the first value: approved data refuses writes.
+    approval_locks: Option<crate::approval::ApprovalLocks>,
 }
 
 impl DataImporter {
@@ -206,6 +208,7 @@ impl DataImporter {
             periods: HashMap::new(),
             now,
             today: now.date(),
+            approval_locks: None,
         }
     }
 
@@ -339,6 +342,10 @@ impl DataImporter {
         self.index += 1;
         if self.aborted {
             return Ok(());
+        }
+        if self.approval_locks.is_none() {
+            let rows = self.store.approvals().all_approvals().await?;
+            self.approval_locks = Some(crate::approval::ApprovalLocks::new(rows));
         }
         match self.check(&raw) {
             Ok(checked) => self.batch.push(checked),
@@ -663,6 +670,26 @@ impl DataImporter {
             if !open {
                 if let Some(r) = first {
                     return Err(r);
+                }
+            }
+        }
+
+        // Approved data stays as approved, even for a superuser: unapprove first.
+        if let Some(locks) = &self.approval_locks {
+            let iso = period.iso();
+            let approved: Vec<(String, String)> = open_sets
+                .iter()
+                .filter_map(|ds| {
+                    let wf = ds.workflow.as_ref()?;
+                    locks
+                        .approved_at(wf, &iso, &ou.path, &aoc_uid)
+                        .map(|unit| (ds.uid.clone(), unit))
+                })
+                .collect();
+            if approved.len() == open_sets.len() {
+                if let Some((ds, unit)) = approved.first() {
+                    return Err(reject("E7642", "period", &iso, format!(
+                        "Data of data set `{ds}` for period `{iso}` is approved at org unit `{unit}`; it cannot be changed until it is unapproved")));
                 }
             }
         }
@@ -1124,6 +1151,40 @@ impl DataImporter {
         let (Some(ds_id), Some(ou_id), Some(aoc_id)) = ids else {
             return Ok(());
         };
+        // An approved form cannot be completed again (nor its values changed).
+        let workflow = self
+            .snap
+            .data_index()
+            .data_sets
+            .get(&ds_uid)
+            .and_then(|d| d.workflow.clone());
+        if let (Some(wf), Some(node)) = (workflow, self.snap.org_unit(&ou_uid)) {
+            if self.approval_locks.is_none() {
+                let rows = self.store.approvals().all_approvals().await?;
+                self.approval_locks = Some(crate::approval::ApprovalLocks::new(rows));
+            }
+            let approved = self
+                .approval_locks
+                .as_ref()
+                .and_then(|l| l.approved_at(&wf, &period.iso(), &node.path, &aoc));
+            if let Some(unit) = approved {
+                self.summary.reject(
+                    None,
+                    Conflict {
+                        object: ds_uid.clone(),
+                        objects: Default::default(),
+                        value: format!(
+                            "Data set `{ds_uid}` for period `{}` is approved at org unit `{unit}`; it cannot be completed again",
+                            period.iso()
+                        ),
+                        error_code: "E7642".into(),
+                        property: Some("completeDate".into()),
+                        indexes: vec![],
+                    },
+                );
+                return Ok(());
+            }
+        }
         let row = PeriodRow {
             iso: period.iso(),
             period_type: period.period_type().name().to_string(),

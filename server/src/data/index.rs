@@ -31,6 +31,8 @@ pub struct DataSetRules {
     pub timely_days: f64,
     /// `(period ISO, opening, closing)`; empty means any period may be entered.
     pub input_periods: Vec<(String, Option<Date>, Option<Date>)>,
+    /// The approval workflow whose approvals lock this data set's data.
+    pub workflow: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -141,6 +143,11 @@ impl DataIndex {
                     open_future_periods: ds.open_future_periods,
                     timely_days: ds.timely_days,
                     input_periods,
+                    workflow: body
+                        .get("workflow")
+                        .and_then(|w| w.get("id"))
+                        .and_then(|v| v.as_str())
+                        .map(str::to_string),
                 },
             );
         }

@@ -6,6 +6,7 @@
 //! which database they run on. Writes that must be all-or-nothing (a metadata
 //! import, a batch of data values) are one method each, one transaction each.
 
+mod approval;
 mod sms;
 mod sql;
 
@@ -13,6 +14,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 use time::{Date, OffsetDateTime};
 
+pub use approval::{ApprovalAudit, ApprovalRow, ApprovalStore, UserMessage};
 pub use sms::{
     Claim, DeviceAudit, DeviceRecord, DeviceStore, DeviceWrite, PolicyRecord, SubmissionClaim,
 };
@@ -339,6 +341,8 @@ pub trait Store: Send + Sync + 'static {
     fn sms(&self) -> std::sync::Arc<dyn hisa_sms_gateway::store::SmsStore>;
     /// The same database, as the registry of enrolled phones.
     fn devices(&self) -> std::sync::Arc<dyn DeviceStore>;
+    /// The same database, as approvals and user messages.
+    fn approvals(&self) -> std::sync::Arc<dyn ApprovalStore>;
 
     /// Bring the schema up to date; safe to run from several instances.
     async fn migrate(&self) -> StoreResult<()>;

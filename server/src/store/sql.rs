@@ -309,6 +309,10 @@ macro_rules! impl_store {
                 std::sync::Arc::new(self.clone())
             }
 
+            fn approvals(&self) -> std::sync::Arc<dyn super::approval::ApprovalStore> {
+                std::sync::Arc::new(self.clone())
+            }
+
             async fn migrate(&self) -> StoreResult<()> {
                 sqlx::migrate!($migrations).run(&self.writer).await?;
                 Ok(())
