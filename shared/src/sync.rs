@@ -564,4 +564,41 @@ mod tests {
             "typos are refused"
         );
     }
+
+    use proptest::prelude::*;
+
+    fn rules() -> impl Strategy<Value = PolicyRules> {
+        (
+            proptest::option::of(4u32..12),
+            proptest::option::of(1u32..10_000),
+            proptest::option::of(any::<bool>()),
+            proptest::option::of(0u32..24),
+        )
+            .prop_map(|(pin, idle, sms, past)| PolicyRules {
+                pin_min_length: pin,
+                idle_lock_seconds: idle,
+                sms_fallback_allowed: sms,
+                past_periods_kept: past,
+                ..Default::default()
+            })
+    }
+
+    proptest! {
+        /// Each field of the merged policy is the first layer's that sets it, else the default.
+        #[test]
+        fn merge_takes_the_first_layer_that_sets_each_field(layers in proptest::collection::vec(rules(), 0..5)) {
+            let merged = layers.iter().fold(PolicyRules::default(), |acc, l| acc.over(l)).resolve();
+            let d = DevicePolicy::default();
+            let first = |f: &dyn Fn(&PolicyRules) -> Option<u32>| layers.iter().find_map(f);
+            prop_assert_eq!(merged.pin_min_length, first(&|l| l.pin_min_length).unwrap_or(d.pin_min_length));
+            prop_assert_eq!(merged.idle_lock_seconds, first(&|l| l.idle_lock_seconds).unwrap_or(d.idle_lock_seconds));
+            prop_assert_eq!(merged.past_periods_kept, first(&|l| l.past_periods_kept).unwrap_or(d.past_periods_kept));
+            prop_assert_eq!(merged.sms_fallback_allowed, layers.iter().find_map(|l| l.sms_fallback_allowed).unwrap_or(d.sms_fallback_allowed));
+        }
+
+        #[test]
+        fn authorization_parsing_never_panics(s in ".{0,64}") {
+            let _ = parse_authorization(&s);
+        }
+    }
 }

@@ -728,6 +728,12 @@ async fn restart_policy_revoke_and_wipe_reach_the_phone(backend: Backend) {
         !p.store.needs_pin_change(),
         "the 6-digit PIN still fits the new rules"
     );
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    assert!(!phone::must_sign_in_again(&mut p.store, now).unwrap());
+    assert!(
+        phone::must_sign_in_again(&mut p.store, now + 31 * 86_400).unwrap(),
+        "30 days offline by default"
+    );
 
     // Wipe: a second phone of the same worker is wiped at its next contact.
     let mut q = Phone::with_password(&server.base, WORKER).await;
