@@ -13,6 +13,7 @@
 //! - [`approval`]: approval levels and workflows; approve, accept, return; the lock on approved data.
 //! - [`sms`]: the SMS gateway's directory (users by phone, catalog, storing forms and events).
 //! - [`sync`]: device enrolment, policies, metadata packages, submissions once, wipe and revoke.
+//! - [`validation`]: validation rules on one form or over a subtree and date range.
 //! - [`demo`], [`seed`]: the generated demo country and loading it.
 //! - [`server`]: startup, readiness and graceful shutdown.
 //! - [`state`], [`error`]: shared state and the one error type.
@@ -33,3 +34,4 @@ pub mod sms;
 pub mod state;
 pub mod store;
 pub mod sync;
+pub mod validation;

@@ -11,6 +11,7 @@ mod metadata;
 mod sms;
 mod sync;
 mod system;
+mod validation;
 
 use axum::extract::Request;
 use axum::http::Uri;
@@ -205,6 +206,11 @@ pub fn router(state: AppState) -> Router {
             post(approval::unaccept_many),
         )
         .route("/api/me/messages", get(approval::my_messages))
+        .route("/api/validation/dataSet/{ds}", get(validation::form))
+        .route(
+            "/api/dataAnalysis/validationRules",
+            post(validation::analysis),
+        )
         .route("/api/tracker", post(events::import))
         .route("/api/tracker/events", get(events::list))
         .route("/api/tracker/events/{uid}", get(events::one))
