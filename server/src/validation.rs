@@ -102,11 +102,14 @@ pub fn rules(snap: &Snapshot) -> Vec<Rule> {
     out
 }
 
+/// (data element, category option combo) → numeric value.
+type CellValues = HashMap<(String, String), f64>;
+
 /// The values of one org unit, period and attribute option combo.
 struct Cell<'a> {
     snap: &'a Snapshot,
     /// (data element, category option combo) → value.
-    values: &'a HashMap<(String, String), f64>,
+    values: &'a CellValues,
 }
 
 impl ValueSource for Cell<'_> {
@@ -203,8 +206,7 @@ pub async fn run(
     let isos: Vec<String> = periods.iter().map(Period::iso).collect();
     let period_ids = period_filter(&*svc.store, &isos).await?;
     // (ou, period, aoc) → (de, coc) → value; numeric values only.
-    let mut cells: HashMap<(String, String, String), HashMap<(String, String), f64>> =
-        HashMap::new();
+    let mut cells: HashMap<(String, String, String), CellValues> = HashMap::new();
     let mut after = None;
     loop {
         let page = svc
