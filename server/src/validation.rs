@@ -300,6 +300,28 @@ pub async fn run(
     Ok(out)
 }
 
+/// Keep violations for follow-up (a later run refreshes the same rows).
+pub async fn persist(svc: &Services, violations: &[Violation]) -> ServerResult<()> {
+    let now = crate::sync::now_ms();
+    let rows: Vec<crate::store::ValidationResultRow> = violations
+        .iter()
+        .map(|v| crate::store::ValidationResultRow {
+            uid: hisa_shared::Uid::generate().to_string(),
+            validation_rule: v.validation_rule_id.clone(),
+            org_unit: v.organisation_unit_id.clone(),
+            period: v.period_id.clone(),
+            attribute_option_combo: v.attribute_option_combo_id.clone(),
+            importance: v.importance.clone(),
+            left_value: v.left_side_value,
+            right_value: v.right_side_value,
+            created_at: now,
+            follow_up: false,
+        })
+        .collect();
+    svc.store.approvals().put_validation_results(&rows).await?;
+    Ok(())
+}
+
 /// One form: the rules whose elements are all in the data set.
 pub async fn validate_form(
     svc: &Services,

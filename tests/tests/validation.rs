@@ -119,6 +119,40 @@ async fn rules_on_a_form_and_over_a_district(backend: Backend) {
     assert!(all
         .iter()
         .all(|x| x["organisationUnitId"] == "OuFacA10001" && x["periodId"] == "202609"));
+    // Persisted for follow-up; a second run refreshes, never duplicates.
+    for _ in 0..2 {
+        let (status, _) = server.post_json_as(ADMIN.0, ADMIN.1, "/api/dataAnalysis/validationRules", &json!({"ou": "OuDistA0001", "startDate": "2026-08-01", "endDate": "2026-10-31", "persist": true})).await;
+        assert_eq!(status, 200);
+    }
+    let (_, stored) = server
+        .get_as(ADMIN.0, ADMIN.1, "/api/validationResults?pe=202609")
+        .await;
+    let stored = stored["validationResults"].as_array().unwrap().clone();
+    assert_eq!(stored.len(), 3);
+    let id = stored
+        .iter()
+        .find(|r| r["validationRule"]["id"] == "VrDeaths001")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = server
+        .client()
+        .put(server.url(&format!("/api/validationResults/{id}/followUp")))
+        .basic_auth(ADMIN.0, Some(ADMIN.1))
+        .json(&json!({"followUp": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (_, flagged) = server
+        .get_as(ADMIN.0, ADMIN.1, "/api/validationResults?followUp=true")
+        .await;
+    assert_eq!(flagged["validationResults"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        flagged["validationResults"][0]["leftsideValue"].as_f64(),
+        Some(7.0)
+    );
     let (_, pairs) = server.post_json_as(ADMIN.0, ADMIN.1, "/api/dataAnalysis/validationRules", &json!({"ou": "OuDistA0001", "startDate": "2026-08-01", "endDate": "2026-10-31", "vrg": "VrgPairs001"})).await;
     assert_eq!(pairs.as_array().unwrap().len(), 1);
 

@@ -211,6 +211,11 @@ pub fn router(state: AppState) -> Router {
             "/api/dataAnalysis/validationRules",
             post(validation::analysis),
         )
+        .route("/api/validationResults", get(validation::results))
+        .route(
+            "/api/validationResults/{uid}/followUp",
+            axum::routing::put(validation::follow_up),
+        )
         .route("/api/tracker", post(events::import))
         .route("/api/tracker/events", get(events::list))
         .route("/api/tracker/events/{uid}", get(events::one))

@@ -1,4 +1,5 @@
-//! Approvals, their audit trail and user messages on both databases.
+//! What supervisors review: approvals, their audit trail, user messages and
+//! persisted validation rule violations, on both databases.
 
 use async_trait::async_trait;
 use sqlx::Row;
@@ -44,8 +45,39 @@ pub struct UserMessage {
     pub read_at: Option<i64>,
 }
 
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidationResultRow {
+    pub uid: String,
+    pub validation_rule: String,
+    pub org_unit: String,
+    pub period: String,
+    pub attribute_option_combo: String,
+    pub importance: String,
+    pub left_value: Option<f64>,
+    pub right_value: Option<f64>,
+    pub created_at: i64,
+    pub follow_up: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ValidationResultQuery {
+    pub org_units: Vec<String>,
+    pub periods: Vec<String>,
+    pub rules: Vec<String>,
+    pub follow_up: Option<bool>,
+    pub limit: i64,
+    pub offset: i64,
+}
+
 #[async_trait]
 pub trait ApprovalStore: Send + Sync + 'static {
+    /// Insert or refresh by (rule, org unit, period, combo); the follow-up flag stays.
+    async fn put_validation_results(&self, rows: &[ValidationResultRow]) -> StoreResult<()>;
+    async fn validation_results(
+        &self,
+        q: &ValidationResultQuery,
+    ) -> StoreResult<Vec<ValidationResultRow>>;
+    async fn set_follow_up(&self, uid: &str, follow_up: bool) -> StoreResult<bool>;
     /// Every approval (a small table: one row per approved unit and period).
     async fn all_approvals(&self) -> StoreResult<Vec<ApprovalRow>>;
     async fn approvals(&self, workflow: &str, period: &str) -> StoreResult<Vec<ApprovalRow>>;
@@ -117,6 +149,84 @@ macro_rules! impl_approval_store {
 
         #[async_trait]
         impl ApprovalStore for $store {
+            async fn put_validation_results(&self, rows: &[ValidationResultRow]) -> StoreResult<()> {
+                let mut tx = self.writer.begin().await?;
+                for r in rows {
+                    sqlx::query(
+                        "INSERT INTO validation_result (uid, validation_rule, org_unit, period,
+                           attribute_option_combo, importance, left_value, right_value, created_at, follow_up)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, FALSE)
+                         ON CONFLICT (validation_rule, org_unit, period, attribute_option_combo) DO UPDATE SET
+                           importance = excluded.importance, left_value = excluded.left_value,
+                           right_value = excluded.right_value, created_at = excluded.created_at",
+                    )
+                    .bind(&r.uid)
+                    .bind(&r.validation_rule)
+                    .bind(&r.org_unit)
+                    .bind(&r.period)
+                    .bind(&r.attribute_option_combo)
+                    .bind(&r.importance)
+                    .bind(r.left_value)
+                    .bind(r.right_value)
+                    .bind(r.created_at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn validation_results(&self, q: &ValidationResultQuery) -> StoreResult<Vec<ValidationResultRow>> {
+                let mut b = sqlx::QueryBuilder::new(
+                    "SELECT uid, validation_rule, org_unit, period, attribute_option_combo, importance,
+                       left_value, right_value, created_at, follow_up FROM validation_result WHERE 1 = 1",
+                );
+                for (column, values) in [("org_unit", &q.org_units), ("period", &q.periods), ("validation_rule", &q.rules)] {
+                    if !values.is_empty() {
+                        b.push(format!(" AND {column} IN ("));
+                        let mut sep = b.separated(", ");
+                        for v in values {
+                            sep.push_bind(v.clone());
+                        }
+                        b.push(")");
+                    }
+                }
+                if let Some(f) = q.follow_up {
+                    b.push(" AND follow_up = ").push_bind(f);
+                }
+                b.push(" ORDER BY period DESC, org_unit, validation_rule LIMIT ")
+                    .push_bind(q.limit.max(1))
+                    .push(" OFFSET ")
+                    .push_bind(q.offset.max(0));
+                let rows = b.build().fetch_all(&self.writer).await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(ValidationResultRow {
+                            uid: r.try_get("uid")?,
+                            validation_rule: r.try_get("validation_rule")?,
+                            org_unit: r.try_get("org_unit")?,
+                            period: r.try_get("period")?,
+                            attribute_option_combo: r.try_get("attribute_option_combo")?,
+                            importance: r.try_get("importance")?,
+                            left_value: r.try_get("left_value")?,
+                            right_value: r.try_get("right_value")?,
+                            created_at: r.try_get("created_at")?,
+                            follow_up: r.try_get("follow_up")?,
+                        })
+                    })
+                    .collect::<Result<_, sqlx::Error>>()
+                    .map_err(StoreError::from)
+            }
+
+            async fn set_follow_up(&self, uid: &str, follow_up: bool) -> StoreResult<bool> {
+                let done = sqlx::query("UPDATE validation_result SET follow_up = $2 WHERE uid = $1")
+                    .bind(uid)
+                    .bind(follow_up)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
             async fn all_approvals(&self) -> StoreResult<Vec<ApprovalRow>> {
                 let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM data_approval"))
                     .fetch_all(&self.writer)

@@ -14,7 +14,10 @@ use async_trait::async_trait;
 use serde_json::Value;
 use time::{Date, OffsetDateTime};
 
-pub use approval::{ApprovalAudit, ApprovalRow, ApprovalStore, UserMessage};
+pub use approval::{
+    ApprovalAudit, ApprovalRow, ApprovalStore, UserMessage, ValidationResultQuery,
+    ValidationResultRow,
+};
 pub use sms::{
     Claim, DeviceAudit, DeviceRecord, DeviceStore, DeviceWrite, PolicyRecord, SubmissionClaim,
 };
