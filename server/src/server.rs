@@ -33,6 +33,7 @@ pub async fn prepare(store: Arc<dyn Store>, config: Config) -> ServerResult<Serv
         jobs: Default::default(),
         config,
         sms,
+        sync_versions: Default::default(),
     }));
     directory.attach(&services);
     Ok(services)

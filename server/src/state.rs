@@ -50,6 +50,7 @@ pub struct ServicesInner {
     pub jobs: crate::jobs::Jobs,
     pub config: Config,
     pub sms: Arc<hisa_sms_gateway::SmsService>,
+    pub sync_versions: crate::sync::PackageVersions,
 }
 
 #[derive(Clone)]

@@ -200,6 +200,34 @@ pub async fn effective_policy(
     })
 }
 
+/// Package versions by (metadata version, user): every answer carries the
+/// user's current version, and building the package to hash it costs more
+/// than the upload it answers.
+#[derive(Default)]
+pub struct PackageVersions {
+    cache: std::sync::Mutex<(i64, HashMap<String, String>)>,
+}
+
+impl PackageVersions {
+    pub fn version(&self, snap: &Snapshot, caller: &Caller) -> String {
+        if let Ok(cache) = self.cache.lock() {
+            if cache.0 == snap.version {
+                if let Some(v) = cache.1.get(&caller.user_uid) {
+                    return v.clone();
+                }
+            }
+        }
+        let version = build_package(snap, caller, None).version;
+        if let Ok(mut cache) = self.cache.lock() {
+            if cache.0 != snap.version {
+                *cache = (snap.version, HashMap::new());
+            }
+            cache.1.insert(caller.user_uid.clone(), version.clone());
+        }
+        version
+    }
+}
+
 pub async fn instructions(svc: &Services, session: &DeviceSession) -> ServerResult<Instructions> {
     let effective = effective_policy(
         svc,
@@ -208,12 +236,12 @@ pub async fn instructions(svc: &Services, session: &DeviceSession) -> ServerResu
         &session.device.user_uid,
     )
     .await?;
-    let package = build_package(&session.snap, &session.caller, None);
+    let metadata_version = svc.sync_versions.version(&session.snap, &session.caller);
     Ok(Instructions {
         server_time: rfc3339(now_ms()),
         policy: effective.policy,
         policy_version: effective.version,
-        metadata_version: package.version,
+        metadata_version,
         wipe: session.device.wipe_requested_at.is_some(),
     })
 }
@@ -853,15 +881,6 @@ pub async fn upload(
     let registry = svc.store.devices();
     let now = now_ms();
     let skew = parse_rfc3339_ms(&request.device_time).map(|t| t - now);
-    registry
-        .touch_device(
-            &session.device.uid,
-            now,
-            None,
-            Some(i64::from(request.pending)),
-            skew,
-        )
-        .await?;
     let today = OffsetDateTime::now_utc().date();
     let mut results = Vec::with_capacity(request.submissions.len());
     for submission in &request.submissions {
@@ -1022,16 +1041,8 @@ pub async fn upload(
         .saturating_sub(settled as i64)
         .max(0);
     registry
-        .touch_device(&session.device.uid, now_ms(), None, Some(left), None)
+        .touch_device(&session.device.uid, now_ms(), None, Some(left), skew)
         .await?;
-    let session = DeviceSession {
-        device: registry
-            .device(&session.device.uid)
-            .await?
-            .unwrap_or_else(|| session.device.clone()),
-        caller: session.caller.clone(),
-        snap: session.snap.clone(),
-    };
     Ok(UploadResponse {
         results,
         instructions: instructions(svc, &session).await?,

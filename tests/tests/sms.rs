@@ -761,7 +761,16 @@ async fn sms_gate_webhooks_and_push(backend: Backend) {
     let text = body["textMessage"]["text"].as_str().unwrap();
     assert!(text.contains("cm=3") && text.contains("cf=4"), "{text}");
     let id = body["id"].as_str().unwrap().to_string();
-    assert_eq!(outbound_to(&server, PHONE_A1).await[0]["status"], "PENDING");
+    // The sender records PENDING once the provider's answer is back: wait for it.
+    let mut status = Value::Null;
+    for _ in 0..500 {
+        status = outbound_to(&server, PHONE_A1).await[0]["status"].clone();
+        if status == "PENDING" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(status, "PENDING");
     let delivered = json!({"id": "evt2", "event": "sms:delivered", "payload": {"messageId": id, "deliveredAt": "2026-11-01T10:00:05+03:00"}});
     assert_eq!(
         signed_webhook(&server, &gateway, key, &delivered, now).await,

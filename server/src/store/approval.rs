@@ -198,7 +198,7 @@ macro_rules! impl_approval_store {
                     .push_bind(q.limit.max(1))
                     .push(" OFFSET ")
                     .push_bind(q.offset.max(0));
-                let rows = b.build().fetch_all(&self.writer).await?;
+                let rows = b.build().fetch_all(&self.reader).await?;
                 rows.iter()
                     .map(|r| {
                         Ok(ValidationResultRow {
@@ -229,7 +229,7 @@ macro_rules! impl_approval_store {
 
             async fn all_approvals(&self) -> StoreResult<Vec<ApprovalRow>> {
                 let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM data_approval"))
-                    .fetch_all(&self.writer)
+                    .fetch_all(&self.reader)
                     .await?;
                 rows.iter().map(approval_from).collect::<Result<_, _>>().map_err(StoreError::from)
             }
@@ -240,7 +240,7 @@ macro_rules! impl_approval_store {
                 ))
                 .bind(workflow)
                 .bind(period)
-                .fetch_all(&self.writer)
+                .fetch_all(&self.reader)
                 .await?;
                 rows.iter().map(approval_from).collect::<Result<_, _>>().map_err(StoreError::from)
             }
@@ -329,7 +329,7 @@ macro_rules! impl_approval_store {
                 .bind(workflow)
                 .bind(period)
                 .bind(org_unit)
-                .fetch_all(&self.writer)
+                .fetch_all(&self.reader)
                 .await?;
                 rows.iter()
                     .map(|r| {
@@ -372,7 +372,7 @@ macro_rules! impl_approval_store {
                 )
                 .bind(recipient)
                 .bind(limit)
-                .fetch_all(&self.writer)
+                .fetch_all(&self.reader)
                 .await?;
                 rows.iter()
                     .map(|r| {

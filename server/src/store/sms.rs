@@ -339,7 +339,7 @@ macro_rules! impl_sms_store {
                     "SELECT {INBOUND_COLUMNS} FROM sms_inbound WHERE uid = $1"
                 ))
                 .bind(uid)
-                .fetch_optional(&self.writer)
+                .fetch_optional(&self.reader)
                 .await
                 .map_err(err)?;
                 row.map(|r| inbound_from_row(&r)).transpose().map_err(err)
@@ -370,7 +370,7 @@ macro_rules! impl_sms_store {
                     .push_bind(f.limit.max(1))
                     .push(" OFFSET ")
                     .push_bind(f.offset.max(0));
-                let rows = q.build().fetch_all(&self.writer).await.map_err(err)?;
+                let rows = q.build().fetch_all(&self.reader).await.map_err(err)?;
                 rows.iter()
                     .map(inbound_from_row)
                     .collect::<Result<_, _>>()
@@ -383,7 +383,7 @@ macro_rules! impl_sms_store {
                 )
                 .bind(sender)
                 .bind(since)
-                .fetch_one(&self.writer)
+                .fetch_one(&self.reader)
                 .await
                 .map_err(err)
             }
@@ -397,7 +397,7 @@ macro_rules! impl_sms_store {
                      WHERE received_at >= $1 GROUP BY state, format ORDER BY state, format",
                 )
                 .bind(since)
-                .fetch_all(&self.writer)
+                .fetch_all(&self.reader)
                 .await
                 .map_err(err)?;
                 let mut out = Vec::new();
@@ -425,7 +425,7 @@ macro_rules! impl_sms_store {
                 ))
                 .bind(before)
                 .bind(limit)
-                .fetch_all(&self.writer)
+                .fetch_all(&self.reader)
                 .await
                 .map_err(err)?;
                 rows.iter()
@@ -523,7 +523,7 @@ macro_rules! impl_sms_store {
                      FROM device WHERE sms_key_id = $1",
                 )
                 .bind(i64::from(key_id))
-                .fetch_optional(&self.writer)
+                .fetch_optional(&self.reader)
                 .await
                 .map_err(err)?;
                 row.map(|r| -> Result<SmsDeviceKey, sqlx::Error> {
@@ -591,7 +591,7 @@ macro_rules! impl_sms_store {
                     "SELECT {OUTBOUND_COLUMNS} FROM sms_outbound WHERE uid = $1"
                 ))
                 .bind(uid)
-                .fetch_optional(&self.writer)
+                .fetch_optional(&self.reader)
                 .await
                 .map_err(err)?;
                 row.map(|r| outbound_from_row(&r)).transpose().map_err(err)
@@ -619,7 +619,7 @@ macro_rules! impl_sms_store {
                     .push_bind(f.limit.max(1))
                     .push(" OFFSET ")
                     .push_bind(f.offset.max(0));
-                let rows = q.build().fetch_all(&self.writer).await.map_err(err)?;
+                let rows = q.build().fetch_all(&self.reader).await.map_err(err)?;
                 rows.iter()
                     .map(outbound_from_row)
                     .collect::<Result<_, _>>()
@@ -795,7 +795,7 @@ macro_rules! impl_sms_store {
                 let rows = sqlx::query(
                     "SELECT uid, name, kind, is_default, config FROM sms_gateway ORDER BY name, uid",
                 )
-                .fetch_all(&self.writer)
+                .fetch_all(&self.reader)
                 .await
                 .map_err(err)?;
                 rows.iter()
@@ -910,7 +910,7 @@ macro_rules! impl_sms_store {
                      ORDER BY enrolled_at DESC, uid"
                 ))
                 .bind(user_uid)
-                .fetch_all(&self.writer)
+                .fetch_all(&self.reader)
                 .await?;
                 rows.iter()
                     .map(device_from_row)
@@ -921,7 +921,7 @@ macro_rules! impl_sms_store {
             async fn device(&self, uid: &str) -> StoreResult<Option<DeviceRecord>> {
                 let row = sqlx::query(&format!("SELECT {DEVICE_COLUMNS} FROM device WHERE uid = $1"))
                     .bind(uid)
-                    .fetch_optional(&self.writer)
+                    .fetch_optional(&self.reader)
                     .await?;
                 row.map(|r| device_from_row(&r))
                     .transpose()
@@ -942,7 +942,7 @@ macro_rules! impl_sms_store {
             async fn device_secret_hash(&self, uid: &str) -> StoreResult<Option<String>> {
                 Ok(sqlx::query_scalar("SELECT secret_hash FROM device WHERE uid = $1")
                     .bind(uid)
-                    .fetch_optional(&self.writer)
+                    .fetch_optional(&self.reader)
                     .await?)
             }
 
@@ -1032,7 +1032,7 @@ macro_rules! impl_sms_store {
                      WHERE device_uid = $1 ORDER BY at, id",
                 )
                 .bind(uid)
-                .fetch_all(&self.writer)
+                .fetch_all(&self.reader)
                 .await?;
                 rows.iter()
                     .map(|r| {
@@ -1114,7 +1114,7 @@ macro_rules! impl_sms_store {
                 let rows = sqlx::query(
                     "SELECT uid, name, scope, target, rules, updated_at FROM device_policy ORDER BY name, uid",
                 )
-                .fetch_all(&self.writer)
+                .fetch_all(&self.reader)
                 .await?;
                 rows.iter()
                     .map(|r| {
