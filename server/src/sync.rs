@@ -1045,7 +1045,7 @@ pub async fn upload(
         .await?;
     Ok(UploadResponse {
         results,
-        instructions: instructions(svc, &session).await?,
+        instructions: instructions(svc, session).await?,
     })
 }
 
