@@ -68,6 +68,29 @@ fn page(params: &Params) -> (i64, i64) {
     (page, size)
 }
 
+/// `?state=` (or DHIS2's `status=`), a comma list, each one of `names`.
+fn states<T>(
+    params: &Params,
+    parse: fn(&str) -> Option<T>,
+    names: impl Iterator<Item = &'static str>,
+) -> ServerResult<Vec<T>> {
+    let names: Vec<&str> = names.collect();
+    params
+        .get("state")
+        .or(params.get("status"))
+        .into_iter()
+        .flat_map(|s| s.split(','))
+        .map(|s| {
+            parse(s.trim()).ok_or_else(|| {
+                ServerError::BadRequest(format!(
+                    "Unknown state `{s}`; use one of {}",
+                    names.join(", ")
+                ))
+            })
+        })
+        .collect()
+}
+
 fn inbound_json(m: &InboundSms) -> Value {
     json!({
         "id": m.uid,
@@ -217,25 +240,11 @@ pub async fn list_inbound(
 ) -> ServerResult<Json<Value>> {
     caller.require_any(&[authority::MOBILE_SENDSMS, authority::MOBILE_SETTINGS])?;
     let (page, size) = page(&params);
-    let mut states = Vec::new();
-    for s in params
-        .get("state")
-        .or(params.get("status"))
-        .into_iter()
-        .flat_map(|s| s.split(','))
-    {
-        let state = InboundState::parse(s.trim()).ok_or_else(|| {
-            ServerError::BadRequest(format!(
-                "Unknown state `{s}`; use one of {}",
-                InboundState::ALL
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-        })?;
-        states.push(state);
-    }
+    let states = states(
+        &params,
+        InboundState::parse,
+        InboundState::ALL.iter().map(|s| s.as_str()),
+    )?;
     let filter = InboundFilter {
         states,
         sender: params.get("originator").map(str::to_string),
@@ -287,25 +296,11 @@ pub async fn list_outbound(
 ) -> ServerResult<Json<Value>> {
     caller.require_any(&[authority::MOBILE_SENDSMS, authority::MOBILE_SETTINGS])?;
     let (page, size) = page(&params);
-    let mut states = Vec::new();
-    for s in params
-        .get("state")
-        .or(params.get("status"))
-        .into_iter()
-        .flat_map(|s| s.split(','))
-    {
-        let state = OutboundState::parse(s.trim()).ok_or_else(|| {
-            ServerError::BadRequest(format!(
-                "Unknown state `{s}`; use one of {}",
-                OutboundState::ALL
-                    .iter()
-                    .map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-        })?;
-        states.push(state);
-    }
+    let states = states(
+        &params,
+        OutboundState::parse,
+        OutboundState::ALL.iter().map(|s| s.as_str()),
+    )?;
     let filter = OutboundFilter {
         states,
         recipient: params.get("recipient").map(str::to_string),

@@ -230,6 +230,28 @@ macro_rules! impl_sms_store {
             })
         }
 
+        /// Messages the gateway may still be handed this minute. Taken under
+        /// the queue lock (PostgreSQL) or the one writer (SQLite), so two
+        /// instances never both spend the same budget.
+        async fn minute_budget(
+            tx: &mut sqlx::Transaction<'static, <$row as sqlx::Row>::Database>,
+            gateway: &str,
+            per_minute: i64,
+            now: i64,
+        ) -> Result<i64, sqlx::Error> {
+            if let Some(lock) = LOCK_QUEUE {
+                sqlx::query(lock).bind(gateway).execute(&mut **tx).await?;
+            }
+            let recent: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM sms_outbound WHERE gateway = $1 AND handed_at >= $2",
+            )
+            .bind(gateway)
+            .bind(now - 60_000)
+            .fetch_one(&mut **tx)
+            .await?;
+            Ok((per_minute - recent).max(0))
+        }
+
         #[async_trait]
         impl SmsStore for $store {
             async fn insert_inbound(
@@ -633,18 +655,7 @@ macro_rules! impl_sms_store {
                 now: i64,
             ) -> SmsStoreResult<Vec<OutboundSms>> {
                 let mut tx = self.writer.begin().await.map_err(err)?;
-                if let Some(lock) = LOCK_QUEUE {
-                    sqlx::query(lock).bind(gateway).execute(&mut *tx).await.map_err(err)?;
-                }
-                let recent: i64 = sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM sms_outbound WHERE gateway = $1 AND handed_at >= $2",
-                )
-                .bind(gateway)
-                .bind(now - 60_000)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(err)?;
-                let budget = (per_minute - recent).max(0);
+                let budget = minute_budget(&mut tx, gateway, per_minute, now).await.map_err(err)?;
                 if budget > 0 {
                     sqlx::query(&format!(
                         "UPDATE sms_outbound SET state = 'OFFERED', handed_at = $2, updated_at = $2,
@@ -684,18 +695,7 @@ macro_rules! impl_sms_store {
                 lease_until: i64,
             ) -> SmsStoreResult<Vec<OutboundSms>> {
                 let mut tx = self.writer.begin().await.map_err(err)?;
-                if let Some(lock) = LOCK_QUEUE {
-                    sqlx::query(lock).bind(gateway).execute(&mut *tx).await.map_err(err)?;
-                }
-                let recent: i64 = sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM sms_outbound WHERE gateway = $1 AND handed_at >= $2",
-                )
-                .bind(gateway)
-                .bind(now - 60_000)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(err)?;
-                let budget = (per_minute - recent).max(0);
+                let budget = minute_budget(&mut tx, gateway, per_minute, now).await.map_err(err)?;
                 if budget == 0 {
                     tx.commit().await.map_err(err)?;
                     return Ok(Vec::new());
