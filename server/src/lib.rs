@@ -11,6 +11,7 @@
 //! - [`query`]: DHIS2's `fields`, `filter`, `order` and paging conventions.
 //! - [`api`]: HTTP handlers and the router.
 //! - [`approval`]: approval levels and workflows; approve, accept, return; the lock on approved data.
+//! - [`completeness`]: expected, actual and on-time reports of a data set over a subtree.
 //! - [`sms`]: the SMS gateway's directory (users by phone, catalog, storing forms and events).
 //! - [`sync`]: device enrolment, policies, metadata packages, submissions once, wipe and revoke.
 //! - [`validation`]: validation rules on one form or over a subtree and date range.
@@ -21,6 +22,7 @@
 pub mod api;
 pub mod approval;
 pub mod auth;
+pub mod completeness;
 pub mod data;
 pub mod demo;
 pub mod error;

@@ -3,6 +3,7 @@
 
 mod approval;
 mod body;
+mod completeness;
 mod data;
 mod events;
 mod expressions;
@@ -206,6 +207,7 @@ pub fn router(state: AppState) -> Router {
             post(approval::unaccept_many),
         )
         .route("/api/me/messages", get(approval::my_messages))
+        .route("/api/completeness", get(completeness::completeness))
         .route("/api/validation/dataSet/{ds}", get(validation::form))
         .route(
             "/api/dataAnalysis/validationRules",
