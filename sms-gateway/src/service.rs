@@ -34,6 +34,10 @@ pub struct SmsConfig {
     pub send_interval: Duration,
     /// Signed webhooks older or newer than this are refused.
     pub signature_tolerance_s: i64,
+    /// Push and sweep in the background ([`SmsService::run`]). Off where
+    /// something else drives [`SmsService::send_due`] and [`SmsService::sweep`]
+    /// (tests that must see each step).
+    pub background: bool,
 }
 
 impl Default for SmsConfig {
@@ -47,6 +51,7 @@ impl Default for SmsConfig {
             max_attempts: 8,
             send_interval: Duration::from_secs(5),
             signature_tolerance_s: 300,
+            background: true,
         }
     }
 }
@@ -534,6 +539,9 @@ impl SmsService {
         instance: String,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) {
+        if !self.config.background {
+            return;
+        }
         let mut sweep_every = 0u32;
         loop {
             if let Err(e) = self.send_due(&instance).await {

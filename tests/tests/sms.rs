@@ -1133,7 +1133,16 @@ async fn outbound_queue_is_paced(backend: Backend) {
 
 /// Two instances over one database never claim the same outbound message.
 async fn claims_are_exclusive(backend: Backend) {
-    let Some(server) = country(backend, SmsConfig::default()).await else {
+    let Some(server) = country(
+        backend,
+        // Only this test's two claimers touch the queue.
+        SmsConfig {
+            background: false,
+            ..SmsConfig::default()
+        },
+    )
+    .await
+    else {
         return;
     };
     let gateway = add_gateway(&server, &json!({"type": "http", "name": "Provider", "urlTemplate": "http://127.0.0.1:9/send", "ratePerMinute": 1000})).await;
@@ -1343,7 +1352,7 @@ async fn generic_http_gateway(backend: Backend) {
     let config = SmsConfig {
         max_attempts: 2,
         // The test drives the sender itself.
-        send_interval: Duration::from_secs(3600),
+        background: false,
         ..SmsConfig::default()
     };
     let Some(server) = country(backend, config).await else {
@@ -1489,7 +1498,7 @@ async fn incomplete_sets_expire(backend: Backend) {
     let config = SmsConfig {
         part_expiry_ms: 0,
         // Only the sweep this test calls runs in its time.
-        send_interval: Duration::from_secs(3600),
+        background: false,
         ..SmsConfig::default()
     };
     let Some(server) = country(backend, config).await else {
