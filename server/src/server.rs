@@ -84,6 +84,23 @@ where
     F: Future<Output = ()> + Send + 'static,
     P: Future<Output = ServerResult<Services>> + Send + 'static,
 {
+    serve_notifying(listener, config, prepare_services, shutdown, None).await
+}
+
+/// As [`serve`], and `ready` is told the moment every route is served
+/// (what `/api/health` turning 200 means), so a caller can wait on it
+/// instead of polling.
+pub async fn serve_notifying<F, P>(
+    listener: TcpListener,
+    config: Config,
+    prepare_services: P,
+    shutdown: F,
+    ready: Option<tokio::sync::oneshot::Sender<()>>,
+) -> ServerResult<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+    P: Future<Output = ServerResult<Services>> + Send + 'static,
+{
     let state = AppState::new(config);
     let app = router(state.clone());
     let app = tower::util::MapRequestLayer::new(strip_api_version).layer(app);
@@ -102,7 +119,10 @@ where
             // background, by every instance (claims keep them apart).
             let instance = hisa_shared::Uid::generate().to_string();
             tokio::spawn(services.sms.clone().run(instance, sms_stopped));
-            state.ready(services)
+            state.ready(services);
+            if let Some(ready) = ready {
+                let _ = ready.send(());
+            }
         }
         Err(e) => {
             server.abort();

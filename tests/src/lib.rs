@@ -11,11 +11,10 @@ pub mod proxy;
 
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use hisa_server::demo::DemoOptions;
 use hisa_server::seed::seed_demo;
-use hisa_server::server::{prepare, serve};
+use hisa_server::server::{prepare, serve_notifying};
 use hisa_server::state::{Config, Services};
 use hisa_server::store::{PgStore, SqliteStore, Store};
 use sqlx::postgres::PgConnectOptions;
@@ -141,18 +140,12 @@ impl TestServer {
         let config = self.config.clone();
         self.stop().await;
         let store = reopen.open().await;
-        // The port was just released; binding it again can race the OS briefly.
-        let mut listener = None;
-        for _ in 0..200 {
-            match TcpListener::bind(addr).await {
-                Ok(l) => {
-                    listener = Some(l);
-                    break;
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-            }
-        }
-        let listener = listener.expect("rebind the same address");
+        // The old listener is closed (`stop` awaited the server); SO_REUSEADDR
+        // lets the port be bound again while its old connections linger.
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+        socket.bind(addr).expect("rebind the same address");
+        let listener = socket.listen(1024).expect("listen");
         let options = StartOptions {
             config,
             demo_facilities: None,
@@ -177,6 +170,7 @@ impl TestServer {
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = oneshot::channel::<()>();
         let (ready_tx, ready_rx) = oneshot::channel::<Services>();
+        let (serving_tx, serving_rx) = oneshot::channel::<()>();
         let config = options.config.clone();
         let options_config = options.config.clone();
         let demo = options.demo_facilities;
@@ -201,7 +195,9 @@ impl TestServer {
             let shutdown = async {
                 let _ = rx.await;
             };
-            if let Err(e) = serve(listener, options.config, prep, shutdown).await {
+            if let Err(e) =
+                serve_notifying(listener, options.config, prep, shutdown, Some(serving_tx)).await
+            {
                 eprintln!("test server failed: {e}");
             }
         });
@@ -216,23 +212,9 @@ impl TestServer {
             reopen,
             config: options_config,
         };
-        server.wait_ready().await;
+        // Every route is served from the moment the server says so.
+        serving_rx.await.expect("server never became ready");
         server
-    }
-
-    /// Poll `/api/health` until it says ready (bounded; never a blind sleep).
-    async fn wait_ready(&self) {
-        let client = reqwest::Client::new();
-        for _ in 0..500 {
-            if let Ok(r) = client.get(self.url("/api/health")).send().await {
-                if r.status().is_success() {
-                    return;
-                }
-            }
-            tokio::task::yield_now().await;
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("server never became ready");
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1073,7 +1073,8 @@ mod tests {
         }
         assert_cut(get_text(&http, format!("{base}/ok")).await);
         assert_cut(get_text(&http, format!("{base}/big")).await);
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Every cut request was closed before its end reached the server,
+        // which therefore never ran a handler.
         assert_eq!(counter.load(Ordering::SeqCst), 0);
         let stats = proxy.stats();
         assert_eq!(stats.cut_requests, 22, "{stats:?}");
