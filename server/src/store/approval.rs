@@ -181,16 +181,9 @@ macro_rules! impl_approval_store {
                     "SELECT uid, validation_rule, org_unit, period, attribute_option_combo, importance,
                        left_value, right_value, created_at, follow_up FROM validation_result WHERE 1 = 1",
                 );
-                for (column, values) in [("org_unit", &q.org_units), ("period", &q.periods), ("validation_rule", &q.rules)] {
-                    if !values.is_empty() {
-                        b.push(format!(" AND {column} IN ("));
-                        let mut sep = b.separated(", ");
-                        for v in values {
-                            sep.push_bind(v.clone());
-                        }
-                        b.push(")");
-                    }
-                }
+                push_in!(b, "org_unit", q.org_units.iter().cloned());
+                push_in!(b, "period", q.periods.iter().cloned());
+                push_in!(b, "validation_rule", q.rules.iter().cloned());
                 if let Some(f) = q.follow_up {
                     b.push(" AND follow_up = ").push_bind(f);
                 }

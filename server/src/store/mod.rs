@@ -6,6 +6,23 @@
 //! which database they run on. Writes that must be all-or-nothing (a metadata
 //! import, a batch of data values) are one method each, one transaction each.
 
+/// ` AND column IN ($1, $2, …)` on a `QueryBuilder`, nothing when `values`
+/// is empty ("any"). A macro, not a function: it serves both databases'
+/// builders without restating sqlx's encode bounds.
+macro_rules! push_in {
+    ($q:expr, $column:expr, $values:expr) => {{
+        let values: Vec<_> = $values.into_iter().collect();
+        if !values.is_empty() {
+            $q.push(format!(" AND {} IN (", $column));
+            let mut sep = $q.separated(", ");
+            for v in values {
+                sep.push_bind(v);
+            }
+            $q.push(")");
+        }
+    }};
+}
+
 mod approval;
 mod sms;
 mod sql;

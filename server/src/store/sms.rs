@@ -371,14 +371,7 @@ macro_rules! impl_sms_store {
                 let mut q = sqlx::QueryBuilder::new(format!(
                     "SELECT {INBOUND_COLUMNS} FROM sms_inbound WHERE 1 = 1"
                 ));
-                if !f.states.is_empty() {
-                    q.push(" AND state IN (");
-                    let mut sep = q.separated(", ");
-                    for s in &f.states {
-                        sep.push_bind(s.as_str());
-                    }
-                    q.push(")");
-                }
+                push_in!(q, "state", f.states.iter().map(|s| s.as_str()));
                 if let Some(sender) = &f.sender {
                     q.push(" AND sender = ").push_bind(sender.clone());
                 }
@@ -623,14 +616,7 @@ macro_rules! impl_sms_store {
                 let mut q = sqlx::QueryBuilder::new(format!(
                     "SELECT {OUTBOUND_COLUMNS} FROM sms_outbound WHERE 1 = 1"
                 ));
-                if !f.states.is_empty() {
-                    q.push(" AND state IN (");
-                    let mut sep = q.separated(", ");
-                    for s in &f.states {
-                        sep.push_bind(s.as_str());
-                    }
-                    q.push(")");
-                }
+                push_in!(q, "state", f.states.iter().map(|s| s.as_str()));
                 if let Some(r) = &f.recipient {
                     q.push(" AND recipient = ").push_bind(r.clone());
                 }

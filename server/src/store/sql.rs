@@ -149,14 +149,7 @@ macro_rules! push_value_filters {
                 &$query.attribute_option_combo_ids,
             ),
         ] {
-            if !ids.is_empty() {
-                $q.push(format!(" AND {}.{} IN (", $alias, column));
-                let mut sep = $q.separated(", ");
-                for id in ids.iter() {
-                    sep.push_bind(*id);
-                }
-                $q.push(")");
-            }
+            push_in!($q, format!("{}.{}", $alias, column), ids.iter().copied());
         }
         if !$query.org_unit_paths.is_empty() {
             $q.push(" AND (");
