@@ -59,22 +59,42 @@ pub async fn rates(
             "E7601",
         ));
     }
-    // A unit is expected to report when assigned and open for any of the period.
-    let expected: Vec<(&String, &crate::metadata::snapshot::TreeNode)> = ds
+    let sets: Vec<Vec<String>> = roots.iter().map(|r| vec![r.clone()]).collect();
+    for root in roots {
+        if snap.org_unit(root).is_none() {
+            return Err(ServerError::conflict(
+                format!("Org unit `{root}` does not exist"),
+                "E7603",
+            ));
+        }
+    }
+    let rates = rates_over(svc, snap, data_set, std::slice::from_ref(period), &sets).await?;
+    Ok(roots.iter().cloned().zip(rates).collect())
+}
+
+/// Rates of `data_set` over several of its periods together (a quarter of a
+/// monthly data set), for each set of subtrees: every (unit, period) pair
+/// where the unit was assigned and open is one expected report.
+pub async fn rates_over(
+    svc: &Services,
+    snap: &Snapshot,
+    data_set: &str,
+    periods: &[Period],
+    root_sets: &[Vec<String>],
+) -> ServerResult<Vec<ReportingRates>> {
+    let index = snap.data_index();
+    let Some(ds) = index.data_sets.get(data_set) else {
+        return Ok(vec![ReportingRates::default().finish(); root_sets.len()]);
+    };
+    let isos: Vec<String> = periods.iter().map(Period::iso).collect();
+    let period_ids = period_filter(&*svc.store, &isos).await?;
+    let assigned: Vec<&crate::metadata::snapshot::TreeNode> = ds
         .org_units
         .iter()
-        .filter_map(|uid| snap.org_unit(uid).map(|n| (uid, n)))
-        .filter(|(_, n)| {
-            n.opening_date.is_none_or(|o| o <= period.end_date())
-                && n.closed_date.is_none_or(|c| c >= period.start_date())
-        })
+        .filter_map(|uid| snap.org_unit(uid))
         .collect();
-    let deadline = period.end_date().midnight().assume_utc()
-        + time::Duration::days(1)
-        + time::Duration::seconds_f64(ds.timely_days.max(0.0) * 86_400.0);
-    let period_ids = period_filter(&*svc.store, &[period.iso()]).await?;
-    let unit_ids: Vec<i64> = expected.iter().map(|(_, n)| n.id).collect();
-    let completions = if unit_ids.is_empty() {
+    let unit_ids: Vec<i64> = assigned.iter().map(|n| n.id).collect();
+    let completions = if unit_ids.is_empty() || periods.is_empty() {
         Vec::new()
     } else {
         svc.store
@@ -82,38 +102,58 @@ pub async fn rates(
                 data_set_ids: vec![ds.id],
                 period_ids,
                 org_unit_ids: unit_ids,
-                limit: 1_000_000,
+                limit: 10_000_000,
                 ..Default::default()
             })
             .await?
     };
-    // A unit reports once, whatever its attribute option combos.
-    let mut done: HashMap<i64, bool> = HashMap::new();
+    // A unit reports once per period, whatever its attribute option combos.
+    let deadline = |p: &Period| {
+        p.end_date().midnight().assume_utc()
+            + time::Duration::days(1)
+            + time::Duration::seconds_f64(ds.timely_days.max(0.0) * 86_400.0)
+    };
+    let deadlines: HashMap<String, time::OffsetDateTime> =
+        periods.iter().map(|p| (p.iso(), deadline(p))).collect();
+    let mut done: HashMap<(i64, &str), bool> = HashMap::new();
     for c in completions.iter().filter(|c| c.completed) {
-        let on_time = c.completed_at <= deadline;
-        let entry = done.entry(c.org_unit_id).or_insert(false);
-        *entry |= on_time;
+        let Some(due) = deadlines.get(&c.period_iso) else {
+            continue;
+        };
+        let entry = done
+            .entry((c.org_unit_id, c.period_iso.as_str()))
+            .or_insert(false);
+        *entry |= c.completed_at <= *due;
     }
-    let mut out = Vec::with_capacity(roots.len());
-    for root in roots {
-        let node = snap.org_unit(root).ok_or_else(|| {
-            ServerError::conflict(format!("Org unit `{root}` does not exist"), "E7603")
-        })?;
-        let prefix = format!("{}/", node.path);
-        let mut r = ReportingRates::default();
-        for (_, n) in expected
+    let mut out = Vec::with_capacity(root_sets.len());
+    for roots in root_sets {
+        let paths: Vec<&str> = roots
             .iter()
-            .filter(|(_, n)| n.path == node.path || n.path.starts_with(&prefix))
-        {
-            r.expected_reports += 1;
-            if let Some(on_time) = done.get(&n.id) {
-                r.actual_reports += 1;
-                if *on_time {
-                    r.actual_reports_on_time += 1;
+            .filter_map(|r| snap.org_unit(r).map(|n| n.path.as_str()))
+            .collect();
+        let mut r = ReportingRates::default();
+        for n in assigned.iter().filter(|n| {
+            paths
+                .iter()
+                .any(|p| crate::metadata::snapshot::is_path_within(&n.path, p))
+        }) {
+            for p in periods {
+                // Expected when open for any of the period.
+                let open = n.opening_date.is_none_or(|o| o <= p.end_date())
+                    && n.closed_date.is_none_or(|c| c >= p.start_date());
+                if !open {
+                    continue;
+                }
+                r.expected_reports += 1;
+                if let Some(on_time) = done.get(&(n.id, p.iso().as_str())) {
+                    r.actual_reports += 1;
+                    if *on_time {
+                        r.actual_reports_on_time += 1;
+                    }
                 }
             }
         }
-        out.push((root.clone(), r.finish()));
+        out.push(r.finish());
     }
     Ok(out)
 }

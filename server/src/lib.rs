@@ -10,6 +10,7 @@
 //! - [`jobs`]: background jobs (`async=true`) and their progress.
 //! - [`query`]: DHIS2's `fields`, `filter`, `order` and paging conventions.
 //! - [`api`]: HTTP handlers and the router.
+//! - [`analytics`]: live aggregates along dx/pe/ou/category dimensions, DHIS2's analytics grid.
 //! - [`approval`]: approval levels and workflows; approve, accept, return; the lock on approved data.
 //! - [`completeness`]: expected, actual and on-time reports of a data set over a subtree.
 //! - [`sms`]: the SMS gateway's directory (users by phone, catalog, storing forms and events).
@@ -19,6 +20,7 @@
 //! - [`server`]: startup, readiness and graceful shutdown.
 //! - [`state`], [`error`]: shared state and the one error type.
 
+pub mod analytics;
 pub mod api;
 pub mod approval;
 pub mod auth;

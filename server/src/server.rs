@@ -25,7 +25,23 @@ pub async fn prepare(store: Arc<dyn Store>, config: Config) -> ServerResult<Serv
         directory.clone(),
         config.sms.clone(),
     ));
+    let analytics = crate::analytics::cube::Cube::new(store.clone());
+    if store.backend() == crate::store::Backend::Postgres {
+        // Other instances may write to the same database: read what they did.
+        let weak = Arc::downgrade(&analytics);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+            loop {
+                tick.tick().await;
+                let Some(cube) = weak.upgrade() else { break };
+                if let Err(e) = cube.poll().await {
+                    tracing::warn!("analytics poll failed: {e}");
+                }
+            }
+        });
+    }
     let services = Services(Arc::new(ServicesInner {
+        analytics,
         store,
         metadata,
         throttle: LoginThrottle::default(),

@@ -51,6 +51,7 @@ pub struct ServicesInner {
     pub config: Config,
     pub sms: Arc<hisa_sms_gateway::SmsService>,
     pub sync_versions: crate::sync::PackageVersions,
+    pub analytics: Arc<crate::analytics::cube::Cube>,
 }
 
 #[derive(Clone)]

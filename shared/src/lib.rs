@@ -11,11 +11,13 @@
 //! - [`datavalue`]: id schemes, import strategies and the data import summary.
 //! - [`dhis2_sms`]: DHIS2's compressed SMS (versions 1 and 2): decode, encode, UID hashes, replies.
 //! - [`hisa_sms`]: Hisa's authenticated compressed SMS: forms and events bit-packed against the form layout, multipart, replay window, replies.
+//! - [`aggregation`]: how values aggregate over time and up the org unit hierarchy, by aggregation type.
 //! - [`expression`]: DHIS2's expression language: parse, describe, evaluate; validation rule operators.
 //! - [`sync`]: the device sync protocol: enrolment, policies, metadata packages, submissions and their results.
 //! - [`webmessage`]: DHIS2's response envelopes and import reports.
 //! - [`authority`]: authority names.
 
+pub mod aggregation;
 pub mod authority;
 pub mod category;
 pub mod datavalue;

@@ -1,6 +1,7 @@
 //! The DHIS2-shaped Web API. Handlers are thin: parse, take the caller,
 //! call a service, map the result.
 
+mod analytics;
 mod approval;
 mod body;
 mod completeness;
@@ -208,6 +209,9 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/me/messages", get(approval::my_messages))
         .route("/api/completeness", get(completeness::completeness))
+        .route("/api/analytics", get(analytics::json))
+        .route("/api/analytics.json", get(analytics::json))
+        .route("/api/analytics.csv", get(analytics::csv))
         .route("/api/validation/dataSet/{ds}", get(validation::form))
         .route(
             "/api/dataAnalysis/validationRules",

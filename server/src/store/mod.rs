@@ -27,6 +27,8 @@ mod approval;
 mod sms;
 mod sql;
 
+use std::sync::{Arc, RwLock};
+
 use async_trait::async_trait;
 use serde_json::Value;
 use time::{Date, OffsetDateTime};
@@ -275,6 +277,64 @@ pub struct CompletionQuery {
     pub limit: i64,
 }
 
+/// One data value as written, for those who mirror the data (analytics).
+#[derive(Debug, Clone)]
+pub struct ValueChange {
+    pub key: ValueKey,
+    pub value: Option<String>,
+    pub deleted: bool,
+    pub last_updated: OffsetDateTime,
+}
+
+impl From<&DataValueWrite> for ValueChange {
+    fn from(w: &DataValueWrite) -> ValueChange {
+        ValueChange {
+            key: ValueKey {
+                org_unit_id: w.org_unit_id,
+                period_id: w.period_id,
+                data_element_id: w.data_element_id,
+                category_option_combo_id: w.category_option_combo_id,
+                attribute_option_combo_id: w.attribute_option_combo_id,
+            },
+            value: w.value.clone(),
+            deleted: w.deleted,
+            last_updated: w.last_updated,
+        }
+    }
+}
+
+type ValueListener = Arc<dyn Fn(&[ValueChange]) + Send + Sync>;
+
+/// Listeners told, right after each commit, of every data value the
+/// transaction wrote: a write is visible to them as soon as to a reader.
+/// Other instances over the same database are not told; they poll
+/// ([`Store::analytics_values`] with `since`).
+#[derive(Clone, Default)]
+pub struct ValueFeed(Arc<RwLock<Vec<ValueListener>>>);
+
+impl ValueFeed {
+    pub fn subscribe(&self, listener: impl Fn(&[ValueChange]) + Send + Sync + 'static) {
+        self.0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::new(listener));
+    }
+
+    pub fn is_watched(&self) -> bool {
+        !self.0.read().unwrap_or_else(|e| e.into_inner()).is_empty()
+    }
+
+    pub fn publish(&self, changes: &[ValueChange]) {
+        if changes.is_empty() {
+            return;
+        }
+        let listeners = self.0.read().unwrap_or_else(|e| e.into_inner()).clone();
+        for l in listeners {
+            l(changes);
+        }
+    }
+}
+
 /// A unit of data writing: one transaction, committed or dropped (rolled back).
 #[async_trait]
 pub trait DataTx: Send {
@@ -430,6 +490,18 @@ pub trait Store: Send + Sync + 'static {
     async fn query_completions(&self, query: &CompletionQuery) -> StoreResult<Vec<CompletionRow>>;
     /// Audit rows matching the query (newest first), at most `query.limit`.
     async fn query_audits(&self, query: &ValueQuery, offset: i64) -> StoreResult<Vec<AuditRow>>;
+
+    /// Where committed data value writes are announced.
+    fn value_feed(&self) -> &ValueFeed;
+    /// Every live value of these data elements (all when empty); with
+    /// `since`, every value (deleted too) written at or after it.
+    async fn analytics_values(
+        &self,
+        data_element_ids: &[i64],
+        since: Option<OffsetDateTime>,
+    ) -> StoreResult<Vec<ValueChange>>;
+    /// Every stored period: id and ISO string.
+    async fn all_periods(&self) -> StoreResult<Vec<(i64, String)>>;
 }
 
 /// An id no period has: a period filter that matched no stored period must

@@ -31,6 +31,7 @@ pub struct SqliteStore {
     /// writers in the application instead of failing them with SQLITE_BUSY.
     pub(super) writer: SqlitePool,
     pub(super) reader: SqlitePool,
+    pub(super) feed: ValueFeed,
 }
 
 impl SqliteStore {
@@ -57,7 +58,11 @@ impl SqliteStore {
             .max_connections(8)
             .connect_with(options.read_only(true))
             .await?;
-        Ok(SqliteStore { writer, reader })
+        Ok(SqliteStore {
+            writer,
+            reader,
+            feed: ValueFeed::default(),
+        })
     }
 }
 
@@ -65,6 +70,7 @@ impl SqliteStore {
 pub struct PgStore {
     pub(super) writer: PgPool,
     pub(super) reader: PgPool,
+    pub(super) feed: ValueFeed,
 }
 
 impl PgStore {
@@ -82,6 +88,7 @@ impl PgStore {
         Ok(PgStore {
             writer: pool.clone(),
             reader: pool,
+            feed: ValueFeed::default(),
         })
     }
 }
@@ -173,6 +180,9 @@ macro_rules! impl_store {
     ($store:ty, $db:ty, $backend:expr, $migrations:literal, $tx:ident, $existing:ident, $put_values:ident, $put_audits:ident) => {
         pub struct $tx {
             tx: sqlx::Transaction<'static, $db>,
+            /// What this transaction wrote, told to the feed once committed.
+            written: Vec<ValueChange>,
+            feed: ValueFeed,
         }
 
         #[async_trait]
@@ -182,7 +192,11 @@ macro_rules! impl_store {
             }
 
             async fn put_values(&mut self, values: &[DataValueWrite]) -> StoreResult<()> {
-                $put_values(&mut self.tx, values).await
+                $put_values(&mut self.tx, values).await?;
+                if self.feed.is_watched() {
+                    self.written.extend(values.iter().map(ValueChange::from));
+                }
+                Ok(())
             }
 
             async fn ensure_periods(&mut self, periods: &[PeriodRow]) -> StoreResult<Vec<(String, i64)>> {
@@ -283,7 +297,9 @@ macro_rules! impl_store {
             }
 
             async fn commit(self: Box<Self>) -> StoreResult<()> {
-                self.tx.commit().await?;
+                let $tx { tx, written, feed } = *self;
+                tx.commit().await?;
+                feed.publish(&written);
                 Ok(())
             }
         }
@@ -809,6 +825,8 @@ macro_rules! impl_store {
             async fn begin_data(&self) -> StoreResult<Box<dyn DataTx>> {
                 Ok(Box::new($tx {
                     tx: self.writer.begin().await?,
+                    written: Vec::new(),
+                    feed: self.feed.clone(),
                 }))
             }
 
@@ -837,6 +855,55 @@ macro_rules! impl_store {
                     .await?;
                 rows.iter()
                     .map(|r| Ok((r.try_get("iso")?, r.try_get("id")?)))
+                    .collect()
+            }
+
+            fn value_feed(&self) -> &ValueFeed {
+                &self.feed
+            }
+
+            async fn analytics_values(
+                &self,
+                data_element_ids: &[i64],
+                since: Option<OffsetDateTime>,
+            ) -> StoreResult<Vec<ValueChange>> {
+                let mut q: QueryBuilder<$db> = QueryBuilder::new(
+                    "SELECT org_unit_id, period_id, data_element_id, category_option_combo_id, \
+                     attribute_option_combo_id, value, deleted, last_updated FROM data_value WHERE 1 = 1",
+                );
+                push_in!(q, "data_element_id", data_element_ids.iter().copied());
+                if let Some(since) = since {
+                    q.push(" AND last_updated >= ");
+                    q.push_bind(since);
+                } else {
+                    // A first load wants what is there, not what was.
+                    q.push(" AND deleted = FALSE");
+                }
+                let rows = q.build().fetch_all(&self.reader).await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(ValueChange {
+                            key: ValueKey {
+                                org_unit_id: r.try_get("org_unit_id")?,
+                                period_id: r.try_get("period_id")?,
+                                data_element_id: r.try_get("data_element_id")?,
+                                category_option_combo_id: r.try_get("category_option_combo_id")?,
+                                attribute_option_combo_id: r.try_get("attribute_option_combo_id")?,
+                            },
+                            value: r.try_get("value")?,
+                            deleted: r.try_get("deleted")?,
+                            last_updated: r.try_get("last_updated")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn all_periods(&self) -> StoreResult<Vec<(i64, String)>> {
+                let rows = sqlx::query("SELECT id, iso FROM period")
+                    .fetch_all(&self.reader)
+                    .await?;
+                rows.iter()
+                    .map(|r| Ok((r.try_get("id")?, r.try_get("iso")?)))
                     .collect()
             }
 
