@@ -63,6 +63,10 @@ struct ServeArgs {
     /// Mark the session cookie Secure (when served behind TLS).
     #[arg(long)]
     secure_cookies: bool,
+    /// Data values analytics keeps in memory (about 60 bytes each) before
+    /// dropping the least recently used data elements.
+    #[arg(long, env = "HISA_ANALYTICS_MAX_CELLS", default_value_t = 30_000_000)]
+    analytics_max_cells: usize,
 }
 
 #[derive(Subcommand)]
@@ -229,6 +233,7 @@ async fn run(cli: Cli) -> ServerResult<()> {
         body_limit_mib: 64,
         data_body_limit_mib: 2048,
         secure_cookies: false,
+        analytics_max_cells: 30_000_000,
     }));
     match command {
         Command::Serve(args) => {
@@ -236,6 +241,7 @@ async fn run(cli: Cli) -> ServerResult<()> {
                 body_limit: args.body_limit_mib * 1024 * 1024,
                 data_body_limit: args.data_body_limit_mib * 1024 * 1024,
                 secure_cookies: args.secure_cookies,
+                analytics_max_cells: args.analytics_max_cells,
                 sms: sms.clone(),
                 ..Config::default()
             };

@@ -25,7 +25,7 @@ pub async fn prepare(store: Arc<dyn Store>, config: Config) -> ServerResult<Serv
         directory.clone(),
         config.sms.clone(),
     ));
-    let analytics = crate::analytics::cube::Cube::new(store.clone());
+    let analytics = crate::analytics::cube::Cube::new(store.clone(), config.analytics_max_cells);
     if store.backend() == crate::store::Backend::Postgres {
         // Other instances may write to the same database: read what they did.
         let weak = Arc::downgrade(&analytics);

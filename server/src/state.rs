@@ -27,6 +27,9 @@ pub struct Config {
     /// A submission claim not finished within this time (its request or
     /// server died) may be taken over by a retry.
     pub sync_claim_stale_ms: i64,
+    /// Data values analytics keeps in memory before dropping the least
+    /// recently used data elements (about 60 bytes each).
+    pub analytics_max_cells: usize,
 }
 
 impl Default for Config {
@@ -38,6 +41,7 @@ impl Default for Config {
             session_hours: 12,
             sms: hisa_sms_gateway::SmsConfig::default(),
             sync_claim_stale_ms: 30_000,
+            analytics_max_cells: 30_000_000,
         }
     }
 }

@@ -510,6 +510,49 @@ async fn live(backend: Backend) {
     server.stop().await;
 }
 
+/// Past its cell limit the cube drops the least recently used elements and
+/// reads them again when asked: answers stay right, memory stays bounded.
+async fn memory_stays_bounded(backend: Backend) {
+    let options = hisa_tests::StartOptions {
+        config: hisa_server::state::Config {
+            analytics_max_cells: 3,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let Some(server) = TestServer::start_with(backend, options).await else {
+        return;
+    };
+    import_metadata(&server, country()).await;
+    post_values(
+        &server,
+        json!({"dataValues": [
+            dv("DeTested001", "202601", "OuFacA10001", None, "40"),
+            dv("DeTested001", "202601", "OuFacB10001", None, "2"),
+            dv("DeStock0001", "202601", "OuFacA10001", None, "7"),
+            dv("DeStock0001", "202601", "OuFacB10001", None, "8"),
+        ]}),
+    )
+    .await;
+    let total = |de: &'static str| {
+        let server = &server;
+        async move {
+            let q = format!("dimension=dx:{de}&filter=pe:202601&filter=ou:OuRoot00001");
+            rows(&analytics(server, &q).await)[&k(&[de])]
+        }
+    };
+    assert_eq!(total("DeTested001").await, 42.0);
+    assert_eq!(server.services.analytics.cells(), 2);
+    assert_eq!(total("DeStock0001").await, 15.0);
+    assert_eq!(
+        server.services.analytics.cells(),
+        2,
+        "the older column was dropped"
+    );
+    assert_eq!(total("DeTested001").await, 42.0, "and read again");
+    server.stop().await;
+}
+
 // ---------------------------------------------------------------------------
 // Random countries against a brute-force computation
 
@@ -758,4 +801,9 @@ async fn random_countries_match_brute_force(backend: Backend) {
     server.stop().await;
 }
 
-on_both_stores!(worked_by_hand, live, random_countries_match_brute_force);
+on_both_stores!(
+    worked_by_hand,
+    live,
+    memory_stays_bounded,
+    random_countries_match_brute_force
+);

@@ -10,7 +10,7 @@
 //! and replayed over it, and every cell keeps its write time so a late or
 //! repeated change never overwrites a newer one.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use hisa_shared::aggregation::Span;
@@ -19,7 +19,7 @@ use time::OffsetDateTime;
 use tokio::sync::Notify;
 
 use crate::error::ServerResult;
-use crate::store::{Store, ValueChange};
+use crate::store::{Store, ValueChange, Written};
 
 /// The series of a value: org unit × category option combo × attribute option combo.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -89,13 +89,20 @@ fn millis(t: OffsetDateTime) -> i64 {
 }
 
 enum Slot {
-    /// Being read from the store; changes wait here.
-    Loading(Vec<ValueChange>),
+    /// Being read from the store; changes wait here. `stale` when a write
+    /// too large to replay committed meanwhile: the load is then thrown
+    /// away and read again.
+    Loading {
+        queue: Vec<ValueChange>,
+        stale: bool,
+    },
     Ready(Arc<RwLock<Column>>),
 }
 
 struct State {
     columns: HashMap<i64, Slot>,
+    /// When each column was last asked for, for eviction.
+    used: HashMap<i64, std::time::Instant>,
     /// Period id → its span and ISO string.
     periods: HashMap<i64, (Span, String)>,
     /// Latest write time seen, for the poll.
@@ -104,6 +111,8 @@ struct State {
 
 pub struct Cube {
     store: Arc<dyn Store>,
+    /// Cells held before the least recently used columns are dropped.
+    max_cells: usize,
     state: Mutex<State>,
     loaded: Notify,
 }
@@ -115,20 +124,25 @@ const POLL_OVERLAP: time::Duration = time::Duration::seconds(10);
 
 impl Cube {
     /// A cube over `store`, subscribed to its value feed.
-    pub fn new(store: Arc<dyn Store>) -> Arc<Cube> {
+    pub fn new(store: Arc<dyn Store>, max_cells: usize) -> Arc<Cube> {
         let cube = Arc::new(Cube {
             store: store.clone(),
+            max_cells,
             state: Mutex::new(State {
                 columns: HashMap::new(),
+                used: HashMap::new(),
                 periods: HashMap::new(),
                 watermark: None,
             }),
             loaded: Notify::new(),
         });
         let weak: Weak<Cube> = Arc::downgrade(&cube);
-        store.value_feed().subscribe(move |changes| {
+        store.value_feed().subscribe(move |written| {
             if let Some(cube) = weak.upgrade() {
-                cube.apply(changes);
+                match written {
+                    Written::Values(changes) => cube.apply(changes),
+                    Written::Elements(elements) => cube.invalidate(elements),
+                }
             }
         });
         cube
@@ -147,7 +161,7 @@ impl Cube {
                 state.watermark = Some(c.last_updated);
             }
             match state.columns.get_mut(&c.key.data_element_id) {
-                Some(Slot::Loading(queue)) => queue.push(c.clone()),
+                Some(Slot::Loading { queue, .. }) => queue.push(c.clone()),
                 Some(Slot::Ready(column)) => {
                     column.write().unwrap_or_else(|e| e.into_inner()).apply(c)
                 }
@@ -172,9 +186,15 @@ impl Cube {
                         Some(Slot::Ready(c)) => {
                             out.insert(de, c.clone());
                         }
-                        Some(Slot::Loading(_)) => waiting = true,
+                        Some(Slot::Loading { .. }) => waiting = true,
                         None => {
-                            state.columns.insert(de, Slot::Loading(Vec::new()));
+                            state.columns.insert(
+                                de,
+                                Slot::Loading {
+                                    queue: Vec::new(),
+                                    stale: false,
+                                },
+                            );
                             to_load.push(de);
                         }
                     }
@@ -191,14 +211,56 @@ impl Cube {
                     let state = self.lock();
                     elements
                         .iter()
-                        .any(|de| matches!(state.columns.get(de), Some(Slot::Loading(_))))
+                        .any(|de| matches!(state.columns.get(de), Some(Slot::Loading { .. })))
                 };
                 if still {
                     notified.await;
                 }
                 continue;
             }
+            self.evict(elements);
             return Ok(out);
+        }
+    }
+
+    /// Drop the least recently used columns (never those of `keep`) while
+    /// more than `max_cells` cells are held. A query already holding a
+    /// dropped column finishes with it; the next one reads it again.
+    fn evict(&self, keep: &[i64]) {
+        let mut state = self.lock();
+        let now = std::time::Instant::now();
+        for de in keep {
+            state.used.insert(*de, now);
+        }
+        let mut sizes: Vec<(std::time::Instant, i64, usize)> = state
+            .columns
+            .iter()
+            .filter_map(|(de, slot)| match slot {
+                Slot::Ready(c) => Some((
+                    state.used.get(de).copied().unwrap_or(now),
+                    *de,
+                    c.read().map(|c| c.cells).unwrap_or(0),
+                )),
+                Slot::Loading { .. } => None,
+            })
+            .collect();
+        let mut total: usize = sizes.iter().map(|s| s.2).sum();
+        sizes.sort();
+        for (_, de, cells) in sizes {
+            if total <= self.max_cells {
+                break;
+            }
+            if keep.contains(&de) {
+                continue;
+            }
+            state.columns.remove(&de);
+            state.used.remove(&de);
+            total -= cells;
+            tracing::info!(
+                data_element = de,
+                cells,
+                "analytics: column dropped to stay under the cell limit"
+            );
         }
     }
 
@@ -226,10 +288,15 @@ impl Cube {
         }
         let mut state = self.lock();
         for (de, mut column) in columns {
-            if let Some(Slot::Loading(queue)) = state.columns.remove(&de) {
-                for c in &queue {
-                    column.apply(c);
+            match state.columns.remove(&de) {
+                // Too much was written meanwhile to replay: read it again.
+                Some(Slot::Loading { stale: true, .. }) => continue,
+                Some(Slot::Loading { queue, .. }) => {
+                    for c in &queue {
+                        column.apply(c);
+                    }
                 }
+                _ => {}
             }
             state
                 .columns
@@ -289,11 +356,19 @@ impl Cube {
         Ok(n)
     }
 
-    /// Drop every column (memory pressure, or a test's fresh start).
-    pub fn clear(&self) {
-        self.lock()
-            .columns
-            .retain(|_, s| matches!(s, Slot::Loading(_)));
+    /// Forget these elements' columns: a write too large to replay value
+    /// by value touched them. They are read again when next asked for.
+    pub fn invalidate(&self, elements: &HashSet<i64>) {
+        let mut state = self.lock();
+        for de in elements {
+            match state.columns.get_mut(de) {
+                Some(Slot::Loading { stale, .. }) => *stale = true,
+                Some(Slot::Ready(_)) => {
+                    state.columns.remove(de);
+                }
+                None => {}
+            }
+        }
     }
 
     /// Cells held, over all columns.
@@ -303,7 +378,7 @@ impl Cube {
             .values()
             .map(|s| match s {
                 Slot::Ready(c) => c.read().map(|c| c.cells).unwrap_or(0),
-                Slot::Loading(_) => 0,
+                Slot::Loading { .. } => 0,
             })
             .sum()
     }

@@ -27,6 +27,7 @@ mod approval;
 mod sms;
 mod sql;
 
+use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
@@ -303,7 +304,52 @@ impl From<&DataValueWrite> for ValueChange {
     }
 }
 
-type ValueListener = Arc<dyn Fn(&[ValueChange]) + Send + Sync>;
+/// What a committed transaction wrote, as told to listeners: the values
+/// themselves, or (when there were too many to keep in memory) only which
+/// data elements they were of.
+pub enum Written<'a> {
+    Values(&'a [ValueChange]),
+    Elements(&'a HashSet<i64>),
+}
+
+/// The values a transaction writes, kept until it commits; past
+/// [`ValueLog::CAP`] values only their data elements are kept.
+#[derive(Default)]
+pub struct ValueLog {
+    values: Vec<ValueChange>,
+    elements: HashSet<i64>,
+    overflowed: bool,
+}
+
+impl ValueLog {
+    pub const CAP: usize = 100_000;
+
+    pub fn record(&mut self, values: &[DataValueWrite]) {
+        self.elements
+            .extend(values.iter().map(|v| v.data_element_id));
+        if self.overflowed {
+            return;
+        }
+        if self.values.len() + values.len() > Self::CAP {
+            self.overflowed = true;
+            self.values = Vec::new();
+        } else {
+            self.values.extend(values.iter().map(ValueChange::from));
+        }
+    }
+
+    fn written(&self) -> Option<Written<'_>> {
+        if self.elements.is_empty() {
+            None
+        } else if self.overflowed {
+            Some(Written::Elements(&self.elements))
+        } else {
+            Some(Written::Values(&self.values))
+        }
+    }
+}
+
+type ValueListener = Arc<dyn Fn(Written<'_>) + Send + Sync>;
 
 /// Listeners told, right after each commit, of every data value the
 /// transaction wrote: a write is visible to them as soon as to a reader.
@@ -313,7 +359,7 @@ type ValueListener = Arc<dyn Fn(&[ValueChange]) + Send + Sync>;
 pub struct ValueFeed(Arc<RwLock<Vec<ValueListener>>>);
 
 impl ValueFeed {
-    pub fn subscribe(&self, listener: impl Fn(&[ValueChange]) + Send + Sync + 'static) {
+    pub fn subscribe(&self, listener: impl Fn(Written<'_>) + Send + Sync + 'static) {
         self.0
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -324,13 +370,17 @@ impl ValueFeed {
         !self.0.read().unwrap_or_else(|e| e.into_inner()).is_empty()
     }
 
-    pub fn publish(&self, changes: &[ValueChange]) {
-        if changes.is_empty() {
+    /// Tell every listener what a committed transaction wrote.
+    pub fn publish(&self, log: &ValueLog) {
+        let Some(written) = log.written() else {
             return;
-        }
+        };
         let listeners = self.0.read().unwrap_or_else(|e| e.into_inner()).clone();
         for l in listeners {
-            l(changes);
+            l(match &written {
+                Written::Values(v) => Written::Values(v),
+                Written::Elements(e) => Written::Elements(e),
+            });
         }
     }
 }
@@ -543,5 +593,44 @@ pub async fn open(url: &str) -> StoreResult<std::sync::Arc<dyn Store>> {
         Ok(std::sync::Arc::new(PgStore::connect(url).await?))
     } else {
         Ok(std::sync::Arc::new(SqliteStore::open(url).await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(de: i64, ou: i64) -> DataValueWrite {
+        let now = OffsetDateTime::now_utc();
+        DataValueWrite {
+            data_element_id: de,
+            period_id: 1,
+            org_unit_id: ou,
+            category_option_combo_id: 1,
+            attribute_option_combo_id: 1,
+            value: Some("1".into()),
+            comment: None,
+            follow_up: false,
+            stored_by: None,
+            created: now,
+            last_updated: now,
+            deleted: false,
+        }
+    }
+
+    #[test]
+    fn a_large_transaction_is_told_by_data_element_only() {
+        let mut log = ValueLog::default();
+        assert!(log.written().is_none(), "nothing written, nothing told");
+        log.record(&[write(7, 1), write(8, 1)]);
+        assert!(matches!(log.written(), Some(Written::Values(v)) if v.len() == 2));
+        let many: Vec<DataValueWrite> = (0..ValueLog::CAP as i64).map(|ou| write(9, ou)).collect();
+        log.record(&many);
+        match log.written() {
+            Some(Written::Elements(e)) => {
+                assert_eq!(e, &[7, 8, 9].into_iter().collect::<HashSet<i64>>())
+            }
+            _ => panic!("past the cap only the elements are kept"),
+        }
     }
 }

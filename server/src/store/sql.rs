@@ -181,7 +181,7 @@ macro_rules! impl_store {
         pub struct $tx {
             tx: sqlx::Transaction<'static, $db>,
             /// What this transaction wrote, told to the feed once committed.
-            written: Vec<ValueChange>,
+            written: ValueLog,
             feed: ValueFeed,
         }
 
@@ -194,7 +194,7 @@ macro_rules! impl_store {
             async fn put_values(&mut self, values: &[DataValueWrite]) -> StoreResult<()> {
                 $put_values(&mut self.tx, values).await?;
                 if self.feed.is_watched() {
-                    self.written.extend(values.iter().map(ValueChange::from));
+                    self.written.record(values);
                 }
                 Ok(())
             }
@@ -825,7 +825,7 @@ macro_rules! impl_store {
             async fn begin_data(&self) -> StoreResult<Box<dyn DataTx>> {
                 Ok(Box::new($tx {
                     tx: self.writer.begin().await?,
-                    written: Vec::new(),
+                    written: ValueLog::default(),
                     feed: self.feed.clone(),
                 }))
             }
