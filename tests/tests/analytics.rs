@@ -119,7 +119,8 @@ fn country() -> Value {
              "organisationUnits": [{"id": "OuFacA10001"}, {"id": "OuFacA20001"}, {"id": "OuFacB10001"}]}
         ],
         "indicatorTypes": [{"id": "ItPercent01", "name": "Percent", "factor": 100},
-                           {"id": "ItPer10000a", "name": "Per 1000", "factor": 1000}],
+                           {"id": "ItPer10000a", "name": "Per 1000", "factor": 1000},
+                           {"id": "ItNumber001", "name": "Number", "factor": 1}],
         "indicators": [
             {"id": "InPosRate01", "name": "Positivity", "shortName": "Positivity", "indicatorType": {"id": "ItPercent01"},
              "numerator": "#{DeCases0001}", "denominator": "#{DeTested001}", "decimals": 1},
@@ -128,7 +129,9 @@ fn country() -> Value {
             {"id": "InFemale001", "name": "Female share", "shortName": "Female share", "indicatorType": {"id": "ItPercent01"},
              "numerator": "#{DeCases0001.CoFemale001}", "denominator": "#{DeCases0001}"},
             {"id": "InNested001", "name": "Positivity plus hospitals", "shortName": "Nested", "indicatorType": {"id": "ItPer10000a"},
-             "numerator": "N{InPosRate01} + OUG{OugHosp0001}", "denominator": "1"}
+             "numerator": "N{InPosRate01} + OUG{OugHosp0001}", "denominator": "1"},
+            {"id": "InPeriodNo1", "name": "Month of the year", "shortName": "Month no", "indicatorType": {"id": "ItNumber001"},
+             "numerator": "[periodInYear] * 100 + [yearlyPeriodCount]", "denominator": "1"}
         ],
         "userRoles": [{"id": "RoleSuper01", "name": "Superuser", "authorities": ["ALL"]},
                       {"id": "RoleDist001", "name": "District", "authorities": ["M_dhis-web-dashboard"]}],
@@ -293,6 +296,15 @@ async fn worked_by_hand(backend: Backend) {
     assert!((r[&k(&["InIncid0001", "202601", "OuDistA0001"])] - incidence).abs() < 1e-9);
     assert_eq!(r[&k(&["InFemale001", "202601", "OuDistA0001"])], 70.0);
     assert_eq!(r[&k(&["InNested001", "202601", "OuDistA0001"])], 21_000.0);
+    let r2 = rows(
+        &analytics(
+            &server,
+            "dimension=dx:InPeriodNo1&dimension=pe:202602;2026Q3&filter=ou:OuRoot00001",
+        )
+        .await,
+    );
+    assert_eq!(r2[&k(&["InPeriodNo1", "202602"])], 212.0);
+    assert_eq!(r2[&k(&["InPeriodNo1", "2026Q3"])], 304.0);
     assert_eq!(
         body["metaData"]["items"]["InPosRate01"]["name"],
         "Positivity"
@@ -373,6 +385,15 @@ async fn worked_by_hand(backend: Backend) {
     assert_eq!(r[&k(&["DeTested001", "OuDistA0001"])], 50.0);
     assert_eq!(r[&k(&["DeTested001", "OuFacA20001"])], 10.0);
     assert_eq!(r.len(), 3);
+
+    // Codes or names instead of UIDs.
+    let body = analytics(
+        &server,
+        "dimension=dx:DeTested001&dimension=ou:OuDistA0001&filter=pe:202601&outputIdScheme=NAME",
+    )
+    .await;
+    assert_eq!(body["rows"][0], json!(["Tested", "Unit OuDistA0001", "50"]));
+    assert!(body["metaData"]["items"]["Tested"].is_object(), "{body}");
 
     // CSV and skipMeta.
     let res = server

@@ -823,4 +823,26 @@ impl ValueSource for CellSource<'_> {
     fn days(&self) -> Option<f64> {
         Some(self.days)
     }
+
+    fn period_in_year(&self) -> Option<f64> {
+        let (index, _) = place_in_year(self.ctx.plan.pe[self.pi].periods.as_slice())?;
+        Some(index as f64)
+    }
+
+    fn yearly_period_count(&self) -> Option<f64> {
+        let (_, count) = place_in_year(self.ctx.plan.pe[self.pi].periods.as_slice())?;
+        Some(count as f64)
+    }
+}
+
+/// A single period's position (1-based) among the periods of its type in
+/// its calendar year, and how many there are; none for several periods.
+fn place_in_year(periods: &[Period]) -> Option<(usize, usize)> {
+    let [p] = periods else { return None };
+    let year = p.start_date().year();
+    let first = time::Date::from_calendar_date(year, time::Month::January, 1).ok()?;
+    let last = time::Date::from_calendar_date(year, time::Month::December, 31).ok()?;
+    let all = Period::range(p.period_type(), first, last);
+    let index = all.iter().position(|q| q == p)? + 1;
+    Some((index, all.len()))
 }

@@ -5,7 +5,7 @@ use hisa_shared::period::{Period, PeriodType};
 use serde_json::{json, Map, Value};
 
 use super::engine::{CellKey, Outcome};
-use super::request::{Axis, DxItem, Plan};
+use super::request::{Axis, DxItem, OutputScheme, Plan};
 use crate::error::{ServerError, ServerResult};
 use crate::metadata::Snapshot;
 
@@ -235,10 +235,10 @@ pub fn build(snap: &Snapshot, plan: &Plan, outcome: &Outcome) -> ServerResult<Gr
             let mut cats = cat_items.into_iter();
             for a in &plan.axes {
                 row.push(match a {
-                    Axis::Dx => plan.dx[di].id().to_string(),
+                    Axis::Dx => output_id(snap, plan, plan.dx[di].id()),
                     Axis::Pe => plan.pe[pi].id.clone(),
-                    Axis::Ou => plan.ou[oi].id.clone(),
-                    Axis::Category(_) => cats.next().unwrap_or_default().to_string(),
+                    Axis::Ou => output_id(snap, plan, &plan.ou[oi].id),
+                    Axis::Category(_) => output_id(snap, plan, cats.next().unwrap_or_default()),
                 });
             }
             row.push(format_value(*v, plan.skip_rounding));
@@ -274,6 +274,26 @@ pub fn build(snap: &Snapshot, plan: &Plan, outcome: &Outcome) -> ServerResult<Gr
     })
 }
 
+/// An item's id as `outputIdScheme` asks: its code or name where it has
+/// one (each part of an operand or reporting rate), else its UID.
+fn output_id(snap: &Snapshot, plan: &Plan, id: &str) -> String {
+    let field = match plan.output_scheme {
+        OutputScheme::Uid => return id.to_string(),
+        OutputScheme::Code => "code",
+        OutputScheme::Name => "name",
+    };
+    id.split('.')
+        .map(|part| {
+            snap.get(part)
+                .and_then(|o| o.body.get(field))
+                .and_then(Value::as_str)
+                .unwrap_or(part)
+                .to_string()
+        })
+        .collect::<Vec<_>>()
+        .join(if field == "name" { " " } else { "." })
+}
+
 fn passes(criteria: &[(String, f64)], v: f64) -> bool {
     criteria.iter().all(|(op, x)| match op.as_str() {
         "EQ" => v == *x,
@@ -288,7 +308,7 @@ fn meta(snap: &Snapshot, plan: &Plan) -> Value {
     let short = plan.short_names;
     let mut items: Map<String, Value> = Map::new();
     let mut put = |id: &str, name: String| {
-        items.insert(id.to_string(), json!({ "name": name }));
+        items.insert(output_id(snap, plan, id), json!({ "name": name }));
     };
     put("dx", "Data".into());
     put("pe", "Period".into());
@@ -311,6 +331,7 @@ fn meta(snap: &Snapshot, plan: &Plan) -> Value {
     let mut dimensions: Map<String, Value> = Map::new();
     dimensions.insert("co".into(), json!([]));
     for (id, list) in &plan.dimension_items {
+        let list: Vec<String> = list.iter().map(|i| output_id(snap, plan, i)).collect();
         dimensions.insert(id.clone(), json!(list));
     }
     json!({ "items": items, "dimensions": dimensions })

@@ -102,7 +102,16 @@ pub struct Plan {
     pub include_num_den: bool,
     pub short_names: bool,
     pub ignore_limit: bool,
+    /// How items are named in rows and metaData: `UID` (default), `CODE`, `NAME`.
+    pub output_scheme: OutputScheme,
     pub today: Date,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputScheme {
+    Uid,
+    Code,
+    Name,
 }
 
 fn bad(message: String, code: &'static str) -> ServerError {
@@ -185,6 +194,21 @@ pub fn plan(params: &Params, snap: &Snapshot, caller: &Caller, today: Date) -> S
             .get("displayProperty")
             .is_some_and(|p| p.eq_ignore_ascii_case("SHORTNAME")),
         ignore_limit: flag("ignoreLimit"),
+        output_scheme: match params
+            .get("outputIdScheme")
+            .map(str::to_ascii_uppercase)
+            .as_deref()
+        {
+            None | Some("UID") => OutputScheme::Uid,
+            Some("CODE") => OutputScheme::Code,
+            Some("NAME") => OutputScheme::Name,
+            Some(other) => {
+                return Err(bad(
+                    format!("outputIdScheme `{other}` is not one of UID, CODE, NAME"),
+                    "E7100",
+                ))
+            }
+        },
         today,
     };
     let user_roots = user_org_units(params, snap, caller)?;
