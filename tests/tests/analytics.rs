@@ -42,6 +42,12 @@ async fn analytics(server: &TestServer, query: &str) -> Value {
     body
 }
 
+async fn analytics_path(server: &TestServer, path: &str) -> Value {
+    let (status, body) = server.get_as(ADMIN.0, ADMIN.1, path).await;
+    assert_eq!(status, 200, "{path}: {body}");
+    body
+}
+
 /// Rows as (dimension items…) → value.
 fn rows(body: &Value) -> BTreeMap<Vec<String>, f64> {
     let headers = body["headers"].as_array().unwrap();
@@ -385,6 +391,20 @@ async fn worked_by_hand(backend: Backend) {
     assert_eq!(r[&k(&["DeTested001", "OuDistA0001"])], 50.0);
     assert_eq!(r[&k(&["DeTested001", "OuFacA20001"])], 10.0);
     assert_eq!(r.len(), 3);
+
+    // Aggregates as a data value set.
+    let body = analytics_path(
+        &server,
+        &format!("/api/analytics/dataValueSet.json?dimension=dx:DeTested001;DeCases0001.{SEX_F}&dimension=pe:202601&dimension=ou:OuDistA0001"),
+    )
+    .await;
+    assert_eq!(
+        body["dataValues"],
+        json!([
+            {"dataElement": "DeTested001", "period": "202601", "orgUnit": "OuDistA0001", "value": "50"},
+            {"dataElement": "DeCases0001", "categoryOptionCombo": SEX_F, "period": "202601", "orgUnit": "OuDistA0001", "value": "7"}
+        ])
+    );
 
     // Codes or names instead of UIDs.
     let body = analytics(

@@ -28,8 +28,70 @@ const CELL_LIMIT: usize = 2_000_000;
 /// Runs an analytics query for `caller`.
 pub async fn query(svc: &Services, caller: &Caller, params: &Params) -> ServerResult<grid::Grid> {
     let snap = svc.metadata.snapshot().await?;
+    let (plan, outcome) = evaluate(svc, &snap, caller, params).await?;
+    grid::build(&snap, &plan, &outcome)
+}
+
+/// The aggregates as a data value set (`/api/analytics/dataValueSet.json`):
+/// `dx`, `pe` and `ou` must all be dimensions; an operand's option combos
+/// fill `categoryOptionCombo` and `attributeOptionCombo`.
+pub async fn data_value_set(
+    svc: &Services,
+    caller: &Caller,
+    params: &Params,
+) -> ServerResult<serde_json::Value> {
+    let snap = svc.metadata.snapshot().await?;
+    let (plan, outcome) = evaluate(svc, &snap, caller, params).await?;
+    for (axis, name) in [
+        (request::Axis::Dx, "dx"),
+        (request::Axis::Pe, "pe"),
+        (request::Axis::Ou, "ou"),
+    ] {
+        if !plan.axes.contains(&axis) {
+            return Err(ServerError::conflict(
+                format!("A data value set needs `{name}` as a dimension, not a filter"),
+                "E7107",
+            ));
+        }
+    }
+    let mut cells: Vec<_> = outcome.values.iter().collect();
+    cells.sort_by(|a, b| a.0.cmp(b.0));
+    let values: Vec<serde_json::Value> = cells
+        .into_iter()
+        .map(|(&(di, pi, oi, _), v)| {
+            let mut dv = serde_json::json!({
+                "period": plan.pe[pi].id,
+                "orgUnit": plan.ou[oi].id,
+                "value": grid::format_value(*v, plan.skip_rounding),
+            });
+            match &plan.dx[di] {
+                request::DxItem::Element {
+                    element, coc, aoc, ..
+                } => {
+                    dv["dataElement"] = element.clone().into();
+                    if let Some(c) = coc {
+                        dv["categoryOptionCombo"] = c.clone().into();
+                    }
+                    if let Some(a) = aoc {
+                        dv["attributeOptionCombo"] = a.clone().into();
+                    }
+                }
+                other => dv["dataElement"] = other.id().into(),
+            }
+            dv
+        })
+        .collect();
+    Ok(serde_json::json!({ "dataValues": values }))
+}
+
+async fn evaluate(
+    svc: &Services,
+    snap: &crate::metadata::Snapshot,
+    caller: &Caller,
+    params: &Params,
+) -> ServerResult<(request::Plan, engine::Outcome)> {
     let today = time::OffsetDateTime::now_utc().date();
-    let plan = request::plan(params, &snap, caller, today)?;
+    let plan = request::plan(params, snap, caller, today)?;
     let cat_cells: usize = plan
         .axes
         .iter()
@@ -53,7 +115,7 @@ pub async fn query(svc: &Services, caller: &Caller, params: &Params) -> ServerRe
     let outcome = if plan.skip_data {
         engine::Outcome::default()
     } else {
-        engine::evaluate(svc, &snap, &plan).await?
+        engine::evaluate(svc, snap, &plan).await?
     };
-    grid::build(&snap, &plan, &outcome)
+    Ok((plan, outcome))
 }

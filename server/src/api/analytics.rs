@@ -1,4 +1,5 @@
-//! `GET /api/analytics` (JSON grid) and `/api/analytics.csv`.
+//! `GET /api/analytics` (JSON grid), `/api/analytics.csv` and
+//! `/api/analytics/dataValueSet.json`.
 
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -22,4 +23,12 @@ pub async fn csv(svc: Services, caller: Caller, params: Params) -> ServerResult<
         grid.to_csv()?,
     )
         .into_response())
+}
+
+pub async fn data_value_set(
+    svc: Services,
+    caller: Caller,
+    params: Params,
+) -> ServerResult<Response> {
+    Ok(Json(analytics::data_value_set(&svc, &caller, &params).await?).into_response())
 }

@@ -212,6 +212,14 @@ pub fn router(state: AppState) -> Router {
         .route("/api/analytics", get(analytics::json))
         .route("/api/analytics.json", get(analytics::json))
         .route("/api/analytics.csv", get(analytics::csv))
+        .route(
+            "/api/analytics/dataValueSet.json",
+            get(analytics::data_value_set),
+        )
+        .route(
+            "/api/analytics/dataValueSet",
+            get(analytics::data_value_set),
+        )
         .route("/api/validation/dataSet/{ds}", get(validation::form))
         .route(
             "/api/dataAnalysis/validationRules",
