@@ -581,7 +581,7 @@ async fn cut_links_land_every_submission_exactly_once(backend: Backend) {
     let Some(server) = country(backend).await else {
         return;
     };
-    let proxy = CuttingProxy::start(server.address(), FaultPlan::new(0.15, 0.15, 7))
+    let proxy = CuttingProxy::start(server.address(), FaultPlan::new(0.30, 0.10, 7))
         .await
         .unwrap();
     let mut p = Phone::with_password(&server.base, WORKER).await;
