@@ -16,6 +16,9 @@
 //! 4. Live: a value imported (`POST /api/dataValueSets`), then the district
 //!    query repeated until the district total shows it. Target: < 5 s.
 //!    Baseline: the import request itself.
+//! `HISA_BENCH_SQLITE_FILE=path` keeps the seeded SQLite country there and
+//! reuses it on the next run (seeding 15,000 facilities takes minutes).
+//!
 //! 5. The same on PostgreSQL (a fresh schema, dropped at the end) when
 //!    `HISA_BENCH_DATABASE_URL=postgres://…` is set
 //!    (`HISA_BENCH_PG_FACILITIES` sizes it; default as for SQLite).
@@ -115,14 +118,21 @@ struct Running {
 async fn start(backend: Backend, pg_url: &str, facilities: usize) -> Running {
     let (store, raw, dir, schema): (Arc<dyn Store>, Raw, _, _) = match backend {
         Backend::Sqlite => {
-            let dir = tempfile::tempdir().expect("temp dir");
-            let path = dir.path().join("bench.db");
-            let path = path.to_str().expect("utf-8 path").to_string();
+            // HISA_BENCH_SQLITE_FILE keeps the seeded country for the next run.
+            let (dir, path) = match std::env::var("HISA_BENCH_SQLITE_FILE") {
+                Ok(path) => (None, path),
+                Err(_) => {
+                    let dir = tempfile::tempdir().expect("temp dir");
+                    let path = dir.path().join("bench.db");
+                    let path = path.to_str().expect("utf-8 path").to_string();
+                    (Some(dir), path)
+                }
+            };
             let store = SqliteStore::open(&path).await.expect("open SQLite");
             let raw = sqlx::SqliteConnection::connect(&format!("sqlite://{path}"))
                 .await
                 .expect("raw SQLite");
-            (Arc::new(store), Raw::Sqlite(raw), Some(dir), None)
+            (Arc::new(store), Raw::Sqlite(raw), dir, None)
         }
         Backend::Postgres => {
             let mut conn = sqlx::PgConnection::connect(pg_url)
@@ -316,10 +326,16 @@ async fn baseline_group_by(
     (t.elapsed(), rows)
 }
 
-async fn raw_month_read(raw: &mut Raw, month: &str) -> (Duration, usize) {
+async fn raw_month_read(raw: &mut Raw, month: &str, elements: &[i64]) -> (Duration, usize) {
+    let list = elements
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
     let sql = format!(
         "SELECT d.org_unit_id, d.data_element_id, d.category_option_combo_id, d.value \
-         FROM data_value d JOIN period p ON p.id = d.period_id WHERE p.iso = '{month}' AND d.deleted = FALSE"
+         FROM data_value d WHERE d.data_element_id IN ({list}) \
+         AND d.period_id = (SELECT id FROM period WHERE iso = '{month}') AND d.deleted = FALSE"
     );
     let t = Instant::now();
     let n = match raw {
@@ -365,7 +381,10 @@ async fn run(backend: Backend, pg_url: &str, facilities: usize) {
     let in_query = format!("/api/analytics?dimension=dx:{indicator}&dimension=pe:{pe}&dimension=ou:LEVEL-3&skipMeta=true");
     let rss0 = rss_mb();
 
-    // 1. One data element × 12 months × all districts.
+    // 1. One data element × 12 months × all districts. The baseline runs
+    // first once, so neither gets the other's warm caches for free.
+    let (base_cold, _) =
+        baseline_group_by(&mut server.raw, element_id, &months, district_path_len).await;
     let (cold, first) = server.get(&client, &de_query).await;
     let mut times = Vec::new();
     for _ in 0..RUNS {
@@ -401,7 +420,8 @@ async fn run(backend: Backend, pg_url: &str, facilities: usize) {
         ms(cold)
     );
     println!(
-        "  baseline GROUP BY over raw values: p50 {b50:.1} ms; speed-up {:.1}x (target >= 10x: {}); p50 < 250 ms: {}",
+        "  baseline GROUP BY over raw values: first {:.0} ms, p50 {b50:.1} ms; speed-up {:.1}x (target >= 10x: {}); p50 < 250 ms: {}",
+        ms(base_cold),
         b50 / p50,
         verdict(b50 / p50 >= 10.0),
         verdict(p50 < 250.0)
@@ -452,9 +472,10 @@ async fn run(backend: Backend, pg_url: &str, facilities: usize) {
     let violations: Value = res.json().await.expect("json");
     let took = t.elapsed();
     assert!(status.is_success(), "{status} {violations}");
-    let (raw_t, raw_n) = raw_month_read(&mut server.raw, &month).await;
+    let element_ids: Vec<i64> = snap.data_index().elements.values().map(|e| e.id).collect();
+    let (raw_t, raw_n) = raw_month_read(&mut server.raw, &month, &element_ids).await;
     println!(
-        "validation rules, {month}, whole country: {:.2} s, {} violations; < 10 s: {}; baseline reading the month's {raw_n} raw values: {:.2} s (ratio {:.1}x)",
+        "validation rules, {month}, whole country: {:.2} s, {} violations; < 10 s: {}; baseline reading the month's {raw_n} raw values of every element: {:.2} s (ratio {:.1}x)",
         took.as_secs_f64(),
         violations.as_array().map_or(0, Vec::len),
         verdict(took.as_secs_f64() < 10.0),
@@ -518,7 +539,7 @@ async fn run(backend: Backend, pg_url: &str, facilities: usize) {
     let import_took = t.elapsed();
     assert!(res.status().is_success());
     let reply: Value = res.json().await.expect("json");
-    assert_eq!(reply["status"], "SUCCESS", "{reply}");
+    assert_eq!(reply["response"]["status"], "SUCCESS", "{reply}");
     let want = before + 1000.0;
     let mut polls = 0;
     let visible = loop {

@@ -19,7 +19,6 @@ use crate::auth::Caller;
 use crate::error::{ServerError, ServerResult};
 use crate::metadata::Snapshot;
 use crate::state::Services;
-use crate::store::{period_filter, ValueQuery};
 
 /// A rule ready to evaluate.
 pub struct Rule {
@@ -204,27 +203,25 @@ pub async fn run(
         return Ok(Vec::new());
     }
     let isos: Vec<String> = periods.iter().map(Period::iso).collect();
-    let period_ids = period_filter(&*svc.store, &isos).await?;
-    // (ou, period, aoc) → (de, coc) → value; numeric values only.
+    let period_isos: HashMap<i64, String> = svc
+        .store
+        .period_ids(&isos)
+        .await?
+        .into_iter()
+        .map(|(iso, id)| (id, iso))
+        .collect();
+    if period_isos.is_empty() {
+        return Ok(Vec::new());
+    }
+    let period_ids: Vec<i64> = period_isos.keys().copied().collect();
+    // (ou, period, aoc) → (de, coc) → value; numeric values only. Read by
+    // element and period (one index walk), kept for the units asked about.
     let mut cells: HashMap<(String, String, String), CellValues> = HashMap::new();
-    let mut after = None;
-    loop {
-        let page = svc
-            .store
-            .query_values(&ValueQuery {
-                data_element_ids: element_ids.clone(),
-                period_ids: period_ids.clone(),
-                org_unit_ids: unit_ids.keys().copied().collect(),
-                after,
-                limit: 50_000,
-                ..Default::default()
-            })
-            .await?;
-        let done = page.len() < 50_000;
-        after = page.last().map(|v| v.key);
-        for v in page {
-            let (Some(ou), Some(de), Some(coc), Some(aoc), Some(n)) = (
+    svc.store
+        .analytics_values(&element_ids, &period_ids, None, &mut |v| {
+            let (Some(ou), Some(pe), Some(de), Some(coc), Some(aoc), Some(n)) = (
                 unit_ids.get(&v.key.org_unit_id),
+                period_isos.get(&v.key.period_id),
                 snap.uid_of(v.key.data_element_id),
                 snap.uid_of(v.key.category_option_combo_id),
                 snap.uid_of(v.key.attribute_option_combo_id),
@@ -232,17 +229,14 @@ pub async fn run(
                     .as_deref()
                     .and_then(|t| t.trim().parse::<f64>().ok()),
             ) else {
-                continue;
+                return;
             };
             cells
-                .entry(((*ou).clone(), v.period_iso.clone(), aoc.to_string()))
+                .entry(((*ou).clone(), pe.clone(), aoc.to_string()))
                 .or_default()
                 .insert((de.to_string(), coc.to_string()), n);
-        }
-        if done {
-            break;
-        }
-    }
+        })
+        .await?;
     let mut keys: Vec<_> = cells.keys().cloned().collect();
     keys.sort();
     let mut out = Vec::new();

@@ -265,9 +265,22 @@ impl Cube {
     }
 
     async fn load(&self, elements: &[i64]) -> ServerResult<()> {
-        let rows = self.store.analytics_values(elements, None).await;
-        let rows = match rows {
-            Ok(rows) => rows,
+        let mut columns: HashMap<i64, Column> =
+            elements.iter().map(|de| (*de, Column::default())).collect();
+        let mut newest: Option<OffsetDateTime> = None;
+        let read = self
+            .store
+            .analytics_values(elements, &[], None, &mut |r| {
+                if newest.is_none_or(|n| r.last_updated > n) {
+                    newest = Some(r.last_updated);
+                }
+                if let Some(c) = columns.get_mut(&r.key.data_element_id) {
+                    c.apply(&r);
+                }
+            })
+            .await;
+        match read {
+            Ok(()) => {}
             Err(e) => {
                 // Give the slots back so the next request tries again.
                 let mut state = self.lock();
@@ -277,13 +290,6 @@ impl Cube {
                 drop(state);
                 self.loaded.notify_waiters();
                 return Err(e.into());
-            }
-        };
-        let mut columns: HashMap<i64, Column> =
-            elements.iter().map(|de| (*de, Column::default())).collect();
-        for r in &rows {
-            if let Some(c) = columns.get_mut(&r.key.data_element_id) {
-                c.apply(r);
             }
         }
         let mut state = self.lock();
@@ -302,7 +308,7 @@ impl Cube {
                 .columns
                 .insert(de, Slot::Ready(Arc::new(RwLock::new(column))));
         }
-        if let Some(max) = rows.iter().map(|r| r.last_updated).max() {
+        if let Some(max) = newest {
             if state.watermark.is_none_or(|w| max > w) {
                 state.watermark = Some(max);
             }
@@ -350,7 +356,10 @@ impl Cube {
         };
         let Some(since) = since else { return Ok(0) };
         let held: Vec<i64> = self.lock().columns.keys().copied().collect();
-        let changes = self.store.analytics_values(&held, Some(since)).await?;
+        let mut changes = Vec::new();
+        self.store
+            .analytics_values(&held, &[], Some(since), &mut |c| changes.push(c))
+            .await?;
         let n = changes.len();
         self.apply(&changes);
         Ok(n)

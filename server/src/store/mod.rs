@@ -543,13 +543,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// Where committed data value writes are announced.
     fn value_feed(&self) -> &ValueFeed;
-    /// Every live value of these data elements (all when empty); with
-    /// `since`, every value (deleted too) written at or after it.
+    /// Every live value of these data elements (all when empty) in these
+    /// periods (all when empty), handed to `sink` as it is read (no
+    /// particular order); with `since`, every value (deleted too) written
+    /// at or after it. For bulk readers (analytics, validation runs): it
+    /// walks the element × period index, not the form order.
     async fn analytics_values(
         &self,
         data_element_ids: &[i64],
+        period_ids: &[i64],
         since: Option<OffsetDateTime>,
-    ) -> StoreResult<Vec<ValueChange>>;
+        sink: &mut (dyn FnMut(ValueChange) + Send),
+    ) -> StoreResult<()>;
     /// Every stored period: id and ISO string.
     async fn all_periods(&self) -> StoreResult<Vec<(i64, String)>>;
 }

@@ -865,13 +865,17 @@ macro_rules! impl_store {
             async fn analytics_values(
                 &self,
                 data_element_ids: &[i64],
+                period_ids: &[i64],
                 since: Option<OffsetDateTime>,
-            ) -> StoreResult<Vec<ValueChange>> {
+                sink: &mut (dyn FnMut(ValueChange) + Send),
+            ) -> StoreResult<()> {
+                use futures::TryStreamExt;
                 let mut q: QueryBuilder<$db> = QueryBuilder::new(
                     "SELECT org_unit_id, period_id, data_element_id, category_option_combo_id, \
                      attribute_option_combo_id, value, deleted, last_updated FROM data_value WHERE 1 = 1",
                 );
                 push_in!(q, "data_element_id", data_element_ids.iter().copied());
+                push_in!(q, "period_id", period_ids.iter().copied());
                 if let Some(since) = since {
                     q.push(" AND last_updated >= ");
                     q.push_bind(since);
@@ -879,23 +883,24 @@ macro_rules! impl_store {
                     // A first load wants what is there, not what was.
                     q.push(" AND deleted = FALSE");
                 }
-                let rows = q.build().fetch_all(&self.reader).await?;
-                rows.iter()
-                    .map(|r| {
-                        Ok(ValueChange {
-                            key: ValueKey {
-                                org_unit_id: r.try_get("org_unit_id")?,
-                                period_id: r.try_get("period_id")?,
-                                data_element_id: r.try_get("data_element_id")?,
-                                category_option_combo_id: r.try_get("category_option_combo_id")?,
-                                attribute_option_combo_id: r.try_get("attribute_option_combo_id")?,
-                            },
-                            value: r.try_get("value")?,
-                            deleted: r.try_get("deleted")?,
-                            last_updated: r.try_get("last_updated")?,
-                        })
-                    })
-                    .collect()
+                // Streamed: a national element is millions of rows, and
+                // holding them all as rows first would multiply the memory.
+                let mut rows = q.build().fetch(&self.reader);
+                while let Some(r) = rows.try_next().await? {
+                    sink(ValueChange {
+                        key: ValueKey {
+                            org_unit_id: r.try_get("org_unit_id")?,
+                            period_id: r.try_get("period_id")?,
+                            data_element_id: r.try_get("data_element_id")?,
+                            category_option_combo_id: r.try_get("category_option_combo_id")?,
+                            attribute_option_combo_id: r.try_get("attribute_option_combo_id")?,
+                        },
+                        value: r.try_get("value")?,
+                        deleted: r.try_get("deleted")?,
+                        last_updated: r.try_get("last_updated")?,
+                    });
+                }
+                Ok(())
             }
 
             async fn all_periods(&self) -> StoreResult<Vec<(i64, String)>> {
