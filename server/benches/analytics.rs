@@ -16,9 +16,6 @@
 //! 4. Live: a value imported (`POST /api/dataValueSets`), then the district
 //!    query repeated until the district total shows it. Target: < 5 s.
 //!    Baseline: the import request itself.
-//! `HISA_BENCH_SQLITE_FILE=path` keeps the seeded SQLite country there and
-//! reuses it on the next run (seeding 15,000 facilities takes minutes).
-//!
 //! 5. The same on PostgreSQL (a fresh schema, dropped at the end) when
 //!    `HISA_BENCH_DATABASE_URL=postgres://…` is set
 //!    (`HISA_BENCH_PG_FACILITIES` sizes it; default as for SQLite).
@@ -26,6 +23,9 @@
 //! Targets are printed next to the figures, never asserted. What is
 //! asserted: the analytics answer equals the baseline's numbers, so a fast
 //! wrong answer cannot pass.
+//!
+//! `HISA_BENCH_SQLITE_FILE=path` keeps the seeded SQLite country there and
+//! reuses it on the next run (seeding 15,000 facilities takes minutes).
 //!
 //! `cargo bench -p hisa-server --bench analytics`
 
