@@ -67,6 +67,10 @@ struct ServeArgs {
     /// dropping the least recently used data elements.
     #[arg(long, env = "HISA_ANALYTICS_MAX_CELLS", default_value_t = 30_000_000)]
     analytics_max_cells: usize,
+    /// Do not read data into analytics' memory at start; each data element
+    /// is then read on its first query.
+    #[arg(long)]
+    analytics_no_warm_up: bool,
 }
 
 #[derive(Subcommand)]
@@ -234,6 +238,7 @@ async fn run(cli: Cli) -> ServerResult<()> {
         data_body_limit_mib: 2048,
         secure_cookies: false,
         analytics_max_cells: 30_000_000,
+        analytics_no_warm_up: false,
     }));
     match command {
         Command::Serve(args) => {
@@ -242,6 +247,7 @@ async fn run(cli: Cli) -> ServerResult<()> {
                 data_body_limit: args.data_body_limit_mib * 1024 * 1024,
                 secure_cookies: args.secure_cookies,
                 analytics_max_cells: args.analytics_max_cells,
+                analytics_warm_up: !args.analytics_no_warm_up,
                 sms: sms.clone(),
                 ..Config::default()
             };

@@ -52,6 +52,20 @@ pub async fn prepare(store: Arc<dyn Store>, config: Config) -> ServerResult<Serv
         sync_versions: Default::default(),
     }));
     directory.attach(&services);
+    if services.config.analytics_warm_up {
+        let snap = services.metadata.snapshot().await?;
+        // Elements in data sets first (what dashboards show), then the rest.
+        let mut elements: Vec<(bool, i64)> = snap
+            .data_index()
+            .elements
+            .values()
+            .filter(|e| e.value_type.is_numeric() || e.value_type.is_boolean())
+            .map(|e| (e.data_sets.is_empty(), e.id))
+            .collect();
+        elements.sort();
+        let cube = services.analytics.clone();
+        tokio::spawn(cube.warm_up(elements.into_iter().map(|(_, id)| id).collect()));
+    }
     Ok(services)
 }
 

@@ -30,6 +30,9 @@ pub struct Config {
     /// Data values analytics keeps in memory before dropping the least
     /// recently used data elements (about 60 bytes each).
     pub analytics_max_cells: usize,
+    /// Read every numeric data element into the analytics cube in the
+    /// background once started (the server binary does; tests do not).
+    pub analytics_warm_up: bool,
 }
 
 impl Default for Config {
@@ -42,6 +45,7 @@ impl Default for Config {
             sms: hisa_sms_gateway::SmsConfig::default(),
             sync_claim_stale_ms: 30_000,
             analytics_max_cells: 30_000_000,
+            analytics_warm_up: false,
         }
     }
 }

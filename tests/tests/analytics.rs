@@ -551,6 +551,48 @@ async fn live(backend: Backend) {
     server.stop().await;
 }
 
+/// With warm-up on (as `hisa-server serve` runs), a restarted server reads
+/// the data into memory before any query asks for it.
+async fn warm_up_after_restart(backend: Backend) {
+    let options = hisa_tests::StartOptions {
+        config: hisa_server::state::Config {
+            analytics_warm_up: true,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let Some(server) = TestServer::start_with(backend, options).await else {
+        return;
+    };
+    import_metadata(&server, country()).await;
+    post_values(
+        &server,
+        json!({"dataValues": [
+            dv("DeTested001", "202601", "OuFacA10001", None, "40"),
+            dv("DeStock0001", "202601", "OuFacB10001", None, "8"),
+            dv("DePop000001", "2026", "OuFacB10001", None, "800"),
+        ]}),
+    )
+    .await;
+    let server = server.restart().await;
+    server.services.analytics.warmed().await;
+    assert_eq!(
+        server.services.analytics.cells(),
+        3,
+        "every value is in memory before the first query"
+    );
+    let r = rows(
+        &analytics(
+            &server,
+            "dimension=dx:DeTested001;DeStock0001&filter=pe:202601&filter=ou:OuRoot00001",
+        )
+        .await,
+    );
+    assert_eq!(r[&k(&["DeTested001"])], 40.0);
+    assert_eq!(r[&k(&["DeStock0001"])], 8.0);
+    server.stop().await;
+}
+
 /// Past its cell limit the cube drops the least recently used elements and
 /// reads them again when asked: answers stay right, memory stays bounded.
 async fn memory_stays_bounded(backend: Backend) {
@@ -846,5 +888,6 @@ on_both_stores!(
     worked_by_hand,
     live,
     memory_stays_bounded,
+    warm_up_after_restart,
     random_countries_match_brute_force
 );

@@ -115,6 +115,8 @@ pub struct Cube {
     max_cells: usize,
     state: Mutex<State>,
     loaded: Notify,
+    /// Set when a warm-up has finished.
+    warm: tokio::sync::watch::Sender<bool>,
 }
 
 /// How far back a poll re-reads: a transaction on another instance that
@@ -135,6 +137,7 @@ impl Cube {
                 watermark: None,
             }),
             loaded: Notify::new(),
+            warm: tokio::sync::watch::channel(false).0,
         });
         let weak: Weak<Cube> = Arc::downgrade(&cube);
         store.value_feed().subscribe(move |written| {
@@ -343,6 +346,38 @@ impl Cube {
             .into_iter()
             .filter_map(|id| state.periods.get(&id).map(|p| (id, p.clone())))
             .collect())
+    }
+
+    /// Read these elements into memory one by one, in the background after
+    /// start, so that the first analytics query does not wait for them;
+    /// stops at 80% of the cell limit. A query for an element not yet read
+    /// reads it itself.
+    pub async fn warm_up(self: Arc<Self>, elements: Vec<i64>) {
+        let started = std::time::Instant::now();
+        let mut read = 0usize;
+        for de in elements {
+            if self.cells() >= self.max_cells / 5 * 4 {
+                break;
+            }
+            if let Err(e) = self.columns(&[de]).await {
+                tracing::warn!("analytics warm-up stopped: {e}");
+                break;
+            }
+            read += 1;
+        }
+        self.warm.send_replace(true);
+        tracing::info!(
+            elements = read,
+            cells = self.cells(),
+            seconds = started.elapsed().as_secs_f64(),
+            "analytics: data in memory"
+        );
+    }
+
+    /// Resolves once a warm-up has finished (never without one).
+    pub async fn warmed(&self) {
+        let mut rx = self.warm.subscribe();
+        let _ = rx.wait_for(|w| *w).await;
     }
 
     /// Read what other instances wrote since the last poll.
