@@ -814,3 +814,144 @@ pub fn indicator(snap: &Snapshot, uid: &str) -> ServerResult<IndicatorDef> {
             .map(|d| d as u32),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoredObject;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn snapshot() -> Snapshot {
+        let objects = [
+            (
+                "organisationUnits",
+                json!({"id": "OuRoot00001", "name": "Root", "path": "/OuRoot00001", "level": 1}),
+            ),
+            (
+                "organisationUnits",
+                json!({"id": "OuChild0001", "name": "Child", "parent": {"id": "OuRoot00001"},
+                "path": "/OuRoot00001/OuChild0001", "level": 2}),
+            ),
+            (
+                "organisationUnitGroups",
+                json!({"id": "OugGroup001", "name": "G", "organisationUnits": [{"id": "OuChild0001"}]}),
+            ),
+            (
+                "dataElements",
+                json!({"id": "DeElement01", "name": "E", "valueType": "NUMBER", "aggregationType": "SUM"}),
+            ),
+            (
+                "dataSets",
+                json!({"id": "DsSet000001", "name": "S", "periodType": "Monthly"}),
+            ),
+            (
+                "indicatorTypes",
+                json!({"id": "ItType00001", "name": "T", "factor": 100}),
+            ),
+            (
+                "indicators",
+                json!({"id": "InIndic0001", "name": "I", "indicatorType": {"id": "ItType00001"},
+                "numerator": "#{DeElement01}", "denominator": "1"}),
+            ),
+            (
+                "indicators",
+                json!({"id": "InIndic0002", "name": "J", "indicatorType": {"id": "ItType00001"},
+                "numerator": "#{DeElement01", "denominator": "1"}),
+            ),
+            (
+                "categories",
+                json!({"id": "CatCat00001", "name": "C", "categoryOptions": [{"id": "CoOpt000001"}]}),
+            ),
+        ];
+        Snapshot::build(
+            1,
+            objects
+                .into_iter()
+                .enumerate()
+                .map(|(i, (kind, body))| StoredObject {
+                    id: i as i64 + 1,
+                    uid: body["id"].as_str().unwrap_or_default().to_string(),
+                    kind: kind.to_string(),
+                    body,
+                })
+                .collect(),
+        )
+    }
+
+    fn today() -> Date {
+        time::macros::date!(2026 - 11 - 27)
+    }
+
+    fn run(query: &str) -> ServerResult<Plan> {
+        plan(
+            &Params::parse(Some(query)),
+            &snapshot(),
+            &Caller::operator("test"),
+            today(),
+        )
+    }
+
+    #[test]
+    fn a_query_resolves_into_rows_and_filters() {
+        let p = run("dimension=dx:DeElement01;InIndic0001;DsSet000001.ACTUAL_REPORTS&dimension=ou:OuRoot00001;LEVEL-2&filter=pe:LAST_3_MONTHS").unwrap();
+        assert_eq!(p.axes, vec![Axis::Dx, Axis::Ou]);
+        assert_eq!(p.dx.len(), 3);
+        // A level selects within the other items, which bound it, as in DHIS2.
+        assert_eq!(
+            p.ou.iter().map(|o| o.id.as_str()).collect::<Vec<_>>(),
+            ["OuChild0001"]
+        );
+        assert_eq!(p.pe.len(), 1, "a period filter is one window");
+        assert_eq!(p.pe[0].periods.len(), 3);
+        assert_eq!(p.pe[0].periods[0].iso(), "202608");
+    }
+
+    #[test]
+    fn bad_parts_are_named() {
+        for (q, part) in [
+            ("dimension=dx:DeElement01;Nope", "Nope"),
+            ("dimension=dx:DeElement01&dimension=pe:2026M13", "2026M13"),
+            (
+                "dimension=dx:DeElement01&dimension=pe:202601&dimension=ou:OU_GROUP-Missing0001",
+                "Missing0001",
+            ),
+            (
+                "dimension=dx:DeElement01&dimension=pe:202601&dimension=CatCat00001:Other000001",
+                "Other000001",
+            ),
+            (
+                "dimension=dx:DeElement01&dimension=pe:202601&dimension=dx:DeElement01",
+                "dx",
+            ),
+            (
+                "dimension=dx:DeElement01&startDate=2026-02-01&endDate=2026-01-01",
+                "endDate",
+            ),
+        ] {
+            let e = run(q).unwrap_err();
+            assert!(e.to_string().contains(part), "{q}: {e}");
+        }
+    }
+
+    proptest! {
+        /// Whatever the URL, a plan or a clear refusal: never a panic.
+        #[test]
+        fn any_query_is_resolved_or_refused(
+            parts in prop::collection::vec(
+                prop::sample::select(vec![
+                    "dimension=", "filter=", "dx:", "pe:", "ou:", "co", "CatCat00001", ":", ";", "&", ",",
+                    "DeElement01", "InIndic0001", "InIndic0002", "DsSet000001", ".", "REPORTING_RATE", "*",
+                    "OuRoot00001", "LEVEL-", "LEVEL-2", "OU_GROUP-OugGroup001", "USER_ORGUNIT", "USER_ORGUNIT_CHILDREN",
+                    "202601", "2026Q1", "2026W53", "LAST_12_MONTHS", "THIS_YEAR", "9999", "-1",
+                    "startDate=2026-01-01", "endDate=2026-13-40", "aggregationType=LAST", "measureCriteria=GE:",
+                    "relativePeriodDate=2026-02-30", "outputIdScheme=CODE", "userOrgUnit=", "%", "\u{0}", "é",
+                ]),
+                0..24,
+            )
+        ) {
+            let q: String = parts.concat();
+            let _ = run(&q);
+        }
+    }
+}
