@@ -49,12 +49,16 @@ impl SqliteStore {
             // The default 2 MB page cache thrashes on a national data table.
             .pragma("cache_size", "-65536")
             .pragma("temp_store", "memory");
+        // A local file does not drop connections: no ping (a round trip to
+        // the connection's thread) before every use.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .connect_with(options.clone())
             .await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(8)
+            .test_before_acquire(false)
             .connect_with(options.read_only(true))
             .await?;
         Ok(SqliteStore { writer, reader })
