@@ -25,6 +25,7 @@ pub async fn prepare(store: Arc<dyn Store>, config: Config) -> ServerResult<Serv
         directory.clone(),
         config.sms.clone(),
     ));
+    let upload_writer = crate::sync::UploadWriter::new(store.clone());
     let services = Services(Arc::new(ServicesInner {
         store,
         metadata,
@@ -34,6 +35,7 @@ pub async fn prepare(store: Arc<dyn Store>, config: Config) -> ServerResult<Serv
         config,
         sms,
         sync_versions: Default::default(),
+        upload_writer,
     }));
     directory.attach(&services);
     Ok(services)

@@ -51,6 +51,7 @@ pub struct ServicesInner {
     pub config: Config,
     pub sms: Arc<hisa_sms_gateway::SmsService>,
     pub sync_versions: crate::sync::PackageVersions,
+    pub upload_writer: crate::sync::UploadWriter,
 }
 
 #[derive(Clone)]

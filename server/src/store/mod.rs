@@ -36,7 +36,8 @@ pub use approval::{
     ValidationResultRow,
 };
 pub use sms::{
-    Claim, DeviceAudit, DeviceRecord, DeviceStore, DeviceWrite, PolicyRecord, SubmissionClaim,
+    Claim, DeviceAudit, DeviceLogin, DeviceRecord, DeviceStore, DeviceWrite, PolicyRecord,
+    SubmissionClaim,
 };
 pub use sql::{PgStore, SqliteStore};
 
@@ -302,6 +303,43 @@ pub trait DataTx: Send {
         device: Option<&str>,
     ) -> StoreResult<()>;
     async fn commit(self: Box<Self>) -> StoreResult<()>;
+
+    /// Open a savepoint: the work after it can be undone on its own. `name`
+    /// is one of the callers' constants, never input.
+    async fn savepoint(&mut self, name: &'static str) -> StoreResult<()>;
+    /// Undo the work since the savepoint `name` and close it; the
+    /// transaction goes on.
+    async fn rollback_to(&mut self, name: &'static str) -> StoreResult<()>;
+    /// Close the savepoint `name`, keeping its work.
+    async fn release(&mut self, name: &'static str) -> StoreResult<()>;
+
+    // Device sync's bookkeeping, in the transaction of the form it records:
+    // a form, its claim and its result commit together or not at all.
+
+    /// Record a submission applied in this transaction, its claim and its
+    /// final result in one statement. `false` when the id was claimed
+    /// before (and not by a request that died, whose claim is taken over
+    /// once older than `stale_before`): then the caller undoes what it
+    /// applied and answers with [`DataTx::submission`]. A concurrent
+    /// claim of the same id waits for this transaction to end.
+    async fn record_submission(
+        &mut self,
+        claim: &SubmissionClaim,
+        status: &str,
+        result: &str,
+        stale_before: i64,
+    ) -> StoreResult<bool>;
+    /// The stored claim of a submission id, as [`Claim::Existing`].
+    async fn submission(&mut self, id: &str) -> StoreResult<Option<Claim>>;
+    /// [`DeviceStore::touch_device`] inside this transaction.
+    async fn touch_device(
+        &mut self,
+        uid: &str,
+        at: i64,
+        app_version: Option<&str>,
+        pending: Option<i64>,
+        clock_skew_ms: Option<i64>,
+    ) -> StoreResult<()>;
 }
 
 /// A stored single event.
