@@ -1037,8 +1037,8 @@ impl UploadWriter {
             .map_err(|_| ServerError::Internal("the upload writer dropped a write".into()))?
     }
 
-    /// The queue, its task started at the first write (there is a runtime
-    /// then) and again should it have died.
+    /// The queue, its thread started at the first write and again should
+    /// it have died.
     fn sender(&self) -> ServerResult<tokio::sync::mpsc::UnboundedSender<Queued>> {
         let mut queue = self
             .queue
@@ -1048,7 +1048,24 @@ impl UploadWriter {
             return Ok(sender.clone());
         }
         let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(write_groups(self.store.clone(), receiver));
+        let store = self.store.clone();
+        // A thread of its own: the writer is a chain of statements, and on
+        // the requests' runtime each of its wake-ups queued behind every
+        // request task ready to run.
+        std::thread::Builder::new()
+            .name("hisa-upload-writer".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime.block_on(write_groups(store, receiver)),
+                    Err(e) => tracing::error!(error = %e, "the upload writer could not start"),
+                }
+            })
+            .map_err(|e| {
+                ServerError::Internal(format!("could not start the upload writer: {e}"))
+            })?;
         *queue = Some(sender.clone());
         Ok(sender)
     }
