@@ -40,6 +40,7 @@ pub async fn prepare(store: Arc<dyn Store>, config: Config) -> ServerResult<Serv
             }
         });
     }
+    let upload_writer = crate::sync::UploadWriter::new(store.clone());
     let services = Services(Arc::new(ServicesInner {
         analytics,
         store,
@@ -50,6 +51,7 @@ pub async fn prepare(store: Arc<dyn Store>, config: Config) -> ServerResult<Serv
         config,
         sms,
         sync_versions: Default::default(),
+        upload_writer,
     }));
     directory.attach(&services);
     if services.config.analytics_warm_up {

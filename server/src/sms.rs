@@ -22,6 +22,8 @@ use crate::error::{ServerError, ServerResult};
 use crate::events::{import_events, TrackerParams};
 use crate::metadata::Snapshot;
 use crate::state::{Services, ServicesInner};
+use crate::store::DataTx;
+use hisa_shared::datavalue::ImportSummary;
 
 /// Lock codes of the data importer: the whole form is closed, not one value.
 const LOCK_CODES: &[&str] = &["E7640", "E7641", "E7642", "E7643"];
@@ -413,35 +415,75 @@ pub async fn store_form(
     device: Option<String>,
 ) -> ServerResult<ApplyReport> {
     let snap = svc.metadata.snapshot().await?;
-    let reject = |r: Rejection| ApplyReport {
-        rejection: Some(r),
-        ..Default::default()
+    prepare_form(svc, snap, user, form.clone(), channel, device)
+        .await?
+        .apply()
+        .await
+}
+
+/// A form checked against the metadata as far as it can be without
+/// writing: either decided already (rejected as a whole) or an import whose
+/// values are all checked and wait to be written.
+pub struct PreparedForm {
+    form: FormSubmission,
+    step: FormStep,
+}
+
+enum FormStep {
+    Decided(ApplyReport),
+    Import(Box<DataImporter>),
+}
+
+/// Everything [`store_form`] checks before it writes, done in the calling
+/// task; the writes wait for [`PreparedForm::apply`] or
+/// [`PreparedForm::apply_in`].
+pub async fn prepare_form(
+    svc: &Services,
+    snap: Arc<Snapshot>,
+    user: &str,
+    form: FormSubmission,
+    channel: Channel,
+    device: Option<String>,
+) -> ServerResult<PreparedForm> {
+    let decided = |form: FormSubmission, r: Rejection| PreparedForm {
+        form,
+        step: FormStep::Decided(ApplyReport {
+            rejection: Some(r),
+            ..Default::default()
+        }),
     };
     let Some(caller) = Caller::from_user(&snap, user) else {
-        return Ok(reject(Rejection::NotAuthorised("the user is gone".into())));
+        return Ok(decided(
+            form,
+            Rejection::NotAuthorised("the user is gone".into()),
+        ));
     };
     if !caller.has(authority::DATAVALUE_ADD) {
-        return Ok(reject(Rejection::NotAuthorised(
-            "the user may not enter data".into(),
-        )));
+        return Ok(decided(
+            form,
+            Rejection::NotAuthorised("the user may not enter data".into()),
+        ));
     }
     let index = snap.data_index();
     let Some(ds) = index.data_sets.get(&form.data_set) else {
-        return Ok(reject(Rejection::UnknownDataSet));
+        return Ok(decided(form, Rejection::UnknownDataSet));
     };
     if !caller.can_capture(&snap, &form.org_unit) {
-        return Ok(reject(Rejection::OrgUnitOutsideScope));
+        return Ok(decided(form, Rejection::OrgUnitOutsideScope));
     }
     if !ds.org_units.contains(&form.org_unit) {
-        return Ok(reject(Rejection::OrgUnitNotAssigned));
+        return Ok(decided(form, Rejection::OrgUnitNotAssigned));
     }
     match Period::parse(&form.period) {
         Ok(p) if Some(p.period_type()) == ds.period_type => {}
-        _ => return Ok(reject(Rejection::InvalidPeriod(form.period.clone()))),
+        _ => {
+            let period = form.period.clone();
+            return Ok(decided(form, Rejection::InvalidPeriod(period)));
+        }
     }
     if let Some(aoc) = &form.attribute_option_combo {
         if index.coc_combo.get(aoc) != Some(&ds.attribute_combo) {
-            return Ok(reject(Rejection::UnknownAttributeOptionCombo));
+            return Ok(decided(form, Rejection::UnknownAttributeOptionCombo));
         }
     }
     let options = DataImportOptions {
@@ -451,6 +493,7 @@ pub async fn store_form(
         ..Default::default()
     };
     let mut importer = DataImporter::new(snap.clone(), svc.store.clone(), caller, options);
+    importer.defer_writes();
     importer.set_header(SetLevel {
         data_set: Some(form.data_set.clone()),
         period: Some(form.period.clone()),
@@ -473,7 +516,33 @@ pub async fn store_form(
             })
             .await?;
     }
-    let summary = importer.finish().await?;
+    Ok(PreparedForm {
+        form,
+        step: FormStep::Import(Box::new(importer)),
+    })
+}
+
+impl PreparedForm {
+    /// Write in a transaction of its own.
+    pub async fn apply(self) -> ServerResult<ApplyReport> {
+        match self.step {
+            FormStep::Decided(report) => Ok(report),
+            FormStep::Import(importer) => Ok(report_of(&self.form, importer.finish().await?)),
+        }
+    }
+
+    /// Write in the caller's transaction, uncommitted (see
+    /// [`DataImporter::finish_in`]).
+    pub async fn apply_in(self, tx: &mut Option<Box<dyn DataTx>>) -> ServerResult<ApplyReport> {
+        match self.step {
+            FormStep::Decided(report) => Ok(report),
+            FormStep::Import(importer) => Ok(report_of(&self.form, importer.finish_in(tx).await?)),
+        }
+    }
+}
+
+/// The importer's summary as the gateway's report on the form.
+fn report_of(form: &FormSubmission, summary: ImportSummary) -> ApplyReport {
     let count = &summary.import_count;
     let mut report = ApplyReport {
         imported: count.imported as usize,
@@ -507,7 +576,7 @@ pub async fn store_form(
         && report.rejection.is_none()
         && !summary.data_set_complete.is_empty()
         && summary.data_set_complete != "false";
-    Ok(report)
+    report
 }
 
 /// Store one single event as `user` (create or replace by its UID).

@@ -60,6 +60,7 @@ pub struct ServicesInner {
     pub sms: Arc<hisa_sms_gateway::SmsService>,
     pub sync_versions: crate::sync::PackageVersions,
     pub analytics: Arc<crate::analytics::cube::Cube>,
+    pub upload_writer: crate::sync::UploadWriter,
 }
 
 #[derive(Clone)]

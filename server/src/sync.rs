@@ -27,11 +27,11 @@ use crate::data::Channel;
 use crate::error::{ServerError, ServerResult};
 use crate::metadata::import::format_timestamp;
 use crate::metadata::Snapshot;
-use crate::sms::{store_event, store_form};
+use crate::sms::{prepare_form, store_event, PreparedForm};
 use crate::state::Services;
 use crate::store::{
-    Claim, CompletionQuery, DeviceAudit, DeviceRecord, DeviceWrite, StoreError, SubmissionClaim,
-    ValueQuery,
+    Backend, Claim, CompletionQuery, DataTx, DeviceAudit, DeviceRecord, DeviceWrite, StoreError,
+    SubmissionClaim, ValueQuery,
 };
 
 /// Most submissions in one upload: a month's forms and events of a busy
@@ -83,26 +83,21 @@ pub async fn authenticate(svc: &Services, header: Option<&str>) -> ServerResult<
     let (uid, secret) = header
         .and_then(parse_authorization)
         .ok_or(ServerError::Unauthorized)?;
-    let registry = svc.store.devices();
-    let stored_hash = registry.device_secret_hash(uid).await?;
+    let login = svc.store.devices().device_login(uid).await?;
     let given = sha256_hex(secret);
-    let matches = stored_hash
-        .as_deref()
-        .is_some_and(|h| constant_eq(h.as_bytes(), given.as_bytes()));
-    if !matches {
+    let matches = login
+        .as_ref()
+        .is_some_and(|l| constant_eq(l.secret_hash.as_bytes(), given.as_bytes()));
+    let Some(login) = login.filter(|_| matches) else {
         tracing::warn!(device = %uid, "device authentication failed");
         return Err(ServerError::Unauthorized);
-    }
-    let device = registry
-        .device(uid)
-        .await?
-        .ok_or(ServerError::Unauthorized)?;
+    };
+    let device = login.device;
     if device.revoked_at.is_some() {
         tracing::warn!(device = %uid, "revoked device refused");
         return Err(ServerError::Unauthorized);
     }
-    let credential = svc.store.credential_by_user_uid(&device.user_uid).await?;
-    if credential.as_ref().is_none_or(|c| c.disabled) {
+    if !login.user_active {
         return Err(ServerError::Unauthorized);
     }
     let snap = svc.metadata.snapshot().await?;
@@ -865,9 +860,279 @@ fn rejected(id: &str, received_at: i64, message: String) -> SubmissionResult {
     }
 }
 
+/// The answer to a submission id seen before: its stored result, or
+/// `IN_PROGRESS` while another request applies it.
+fn answer_existing(
+    id: &str,
+    status: &str,
+    result: Option<String>,
+    received_at: i64,
+    future_dated: bool,
+) -> SubmissionResult {
+    let stored = result.and_then(|r| serde_json::from_str::<SubmissionResult>(&r).ok());
+    match stored {
+        Some(mut r) if status != "IN_PROGRESS" => {
+            r.duplicate = true;
+            r
+        }
+        _ => SubmissionResult {
+            id: id.to_string(),
+            status: SubmissionStatus::InProgress,
+            duplicate: true,
+            received_at: rfc3339(received_at),
+            future_dated,
+            message: Some("Being applied by another request; ask again".into()),
+            conflicts: Vec::new(),
+        },
+    }
+}
+
+fn status_text(status: SubmissionStatus) -> String {
+    serde_json::to_value(status)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// One form of an upload: checked, its claim ready, its writes waiting.
+struct FormWrite {
+    /// Its place among the upload's results.
+    index: usize,
+    claim: SubmissionClaim,
+    form: PreparedForm,
+}
+
+/// The device's contact, recorded with an upload's last write.
+struct DeviceTouch {
+    device: String,
+    skew: Option<i64>,
+    /// What the phone holds before the results of this write are counted.
+    pending: i64,
+}
+
+/// Consecutive forms of one upload, written with their claims and results
+/// (and the device's touch) in one transaction.
+pub struct UploadWrite {
+    forms: Vec<FormWrite>,
+    stale_before: i64,
+    touch: Option<DeviceTouch>,
+}
+
+type WriteResults = ServerResult<Vec<(usize, SubmissionResult)>>;
+
+/// Savepoint of one submission inside a write: its failure undoes it alone.
+const SUBMISSION_SAVEPOINT: &str = "hisa_submission";
+
+fn held(slot: &mut Option<Box<dyn DataTx>>) -> ServerResult<&mut Box<dyn DataTx>> {
+    slot.as_mut()
+        .ok_or_else(|| ServerError::Internal("the upload's transaction was lost".into()))
+}
+
+/// Apply and record each form, each under its own savepoint; then the
+/// touch. A form that fails is undone and ends the write with its error;
+/// the forms before it stay, as they would had each committed alone.
+async fn write_forms(slot: &mut Option<Box<dyn DataTx>>, write: UploadWrite) -> WriteResults {
+    let mut out = Vec::with_capacity(write.forms.len());
+    for form in write.forms {
+        held(slot)?.savepoint(SUBMISSION_SAVEPOINT).await?;
+        match write_form(slot, form, write.stale_before).await {
+            Ok(r) => {
+                held(slot)?.release(SUBMISSION_SAVEPOINT).await?;
+                out.push(r);
+            }
+            Err(e) => {
+                held(slot)?.rollback_to(SUBMISSION_SAVEPOINT).await?;
+                return Err(e);
+            }
+        }
+    }
+    if let Some(touch) = write.touch {
+        let settled = out.iter().filter(|(_, r)| r.status.is_final()).count();
+        let left = touch.pending.saturating_sub(settled as i64).max(0);
+        held(slot)?
+            .touch_device(&touch.device, now_ms(), None, Some(left), touch.skew)
+            .await?;
+    }
+    Ok(out)
+}
+
+/// Apply a form, then claim its id with the result in one statement: a
+/// duplicate is rare, and then what was applied is undone. Exactly once
+/// all the same, as the form and its claim commit together or not at all.
+async fn write_form(
+    slot: &mut Option<Box<dyn DataTx>>,
+    write: FormWrite,
+    stale_before: i64,
+) -> ServerResult<(usize, SubmissionResult)> {
+    let FormWrite { index, claim, form } = write;
+    let report = form.apply_in(slot).await?;
+    let result = result_of(&report, &claim.id, claim.received_at, claim.future_dated);
+    let recorded = held(slot)?
+        .record_submission(
+            &claim,
+            &status_text(result.status),
+            &serde_json::to_string(&result).unwrap_or_default(),
+            stale_before,
+        )
+        .await?;
+    if recorded {
+        return Ok((index, result));
+    }
+    let tx = held(slot)?;
+    tx.rollback_to(SUBMISSION_SAVEPOINT).await?;
+    // Balanced by `write_forms`' release.
+    tx.savepoint(SUBMISSION_SAVEPOINT).await?;
+    match tx.submission(&claim.id).await? {
+        Some(Claim::Existing {
+            status,
+            result,
+            received_at,
+        }) => Ok((
+            index,
+            answer_existing(&claim.id, &status, result, received_at, claim.future_dated),
+        )),
+        _ => Err(ServerError::Internal(format!(
+            "submission {} was claimed and then vanished",
+            claim.id
+        ))),
+    }
+}
+
+/// Most uploads one SQLite transaction takes in.
+const GROUP_MAX: usize = 256;
+
+struct Queued {
+    write: UploadWrite,
+    reply: tokio::sync::oneshot::Sender<WriteResults>,
+}
+
+/// Writes uploads' forms. SQLite has one writer, and a commit per upload
+/// made it the bottleneck: there one task takes every write waiting and
+/// applies them in one transaction, each submission under its own
+/// savepoint, so one commit serves them all. PostgreSQL writes in
+/// parallel, one transaction per upload.
+pub struct UploadWriter {
+    store: Arc<dyn crate::store::Store>,
+    queue: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<Queued>>>,
+}
+
+impl UploadWriter {
+    pub fn new(store: Arc<dyn crate::store::Store>) -> UploadWriter {
+        UploadWriter {
+            store,
+            queue: std::sync::Mutex::new(None),
+        }
+    }
+
+    async fn write(&self, write: UploadWrite) -> WriteResults {
+        if self.store.backend() != Backend::Sqlite {
+            return write_alone(&*self.store, write).await;
+        }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.sender()?
+            .send(Queued { write, reply })
+            .map_err(|_| ServerError::Internal("the upload writer stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| ServerError::Internal("the upload writer dropped a write".into()))?
+    }
+
+    /// The queue, its thread started at the first write and again should
+    /// it have died.
+    fn sender(&self) -> ServerResult<tokio::sync::mpsc::UnboundedSender<Queued>> {
+        let mut queue = self
+            .queue
+            .lock()
+            .map_err(|_| ServerError::Internal("the upload writer's lock is poisoned".into()))?;
+        if let Some(sender) = queue.as_ref().filter(|s| !s.is_closed()) {
+            return Ok(sender.clone());
+        }
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        let store = self.store.clone();
+        // A thread of its own: the writer is a chain of statements, and on
+        // the requests' runtime each of its wake-ups queued behind every
+        // request task ready to run.
+        std::thread::Builder::new()
+            .name("hisa-upload-writer".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime.block_on(write_groups(store, receiver)),
+                    Err(e) => tracing::error!(error = %e, "the upload writer could not start"),
+                }
+            })
+            .map_err(|e| {
+                ServerError::Internal(format!("could not start the upload writer: {e}"))
+            })?;
+        *queue = Some(sender.clone());
+        Ok(sender)
+    }
+}
+
+async fn write_alone(store: &dyn crate::store::Store, write: UploadWrite) -> WriteResults {
+    let mut slot = Some(store.begin_data().await?);
+    let written = write_forms(&mut slot, write).await;
+    if let Some(tx) = slot.take() {
+        tx.commit().await?;
+    }
+    written
+}
+
+/// The SQLite writer's loop: everything queued, one transaction, one commit.
+async fn write_groups(
+    store: Arc<dyn crate::store::Store>,
+    mut queue: tokio::sync::mpsc::UnboundedReceiver<Queued>,
+) {
+    while let Some(first) = queue.recv().await {
+        let mut group = vec![first];
+        while group.len() < GROUP_MAX {
+            match queue.try_recv() {
+                Ok(next) => group.push(next),
+                Err(_) => break,
+            }
+        }
+        let mut slot = match store.begin_data().await {
+            Ok(tx) => Some(tx),
+            Err(e) => {
+                let message = format!("could not begin the upload transaction: {e}");
+                for q in group {
+                    let _ = q.reply.send(Err(ServerError::Internal(message.clone())));
+                }
+                continue;
+            }
+        };
+        let mut answers = Vec::with_capacity(group.len());
+        for q in group {
+            let written = write_forms(&mut slot, q.write).await;
+            answers.push((q.reply, written));
+        }
+        let committed = match slot.take() {
+            Some(tx) => tx.commit().await.map_err(|e| e.to_string()),
+            None => Err("the transaction was lost".to_string()),
+        };
+        if let Err(e) = &committed {
+            tracing::error!(error = %e, "upload group not committed");
+        }
+        for (reply, written) in answers {
+            let answer = match &committed {
+                Ok(()) => written,
+                Err(e) => Err(ServerError::Internal(format!(
+                    "the upload was not committed: {e}"
+                ))),
+            };
+            // The request may be gone (its link cut); the phone will ask again.
+            let _ = reply.send(answer);
+        }
+    }
+}
+
 /// Apply each submission once. A repeated id gets its stored result; an id
 /// another request is applying gets `IN_PROGRESS`; the rest are applied
-/// each in its own transaction, so one bad form never holds back another.
+/// each under its own savepoint, so one bad form never holds back another.
+/// A form's claim, writes and result commit together; events are applied
+/// one by one, between claim and result.
 pub async fn upload(
     svc: &Services,
     session: &DeviceSession,
@@ -880,22 +1145,25 @@ pub async fn upload(
     }
     let registry = svc.store.devices();
     let now = now_ms();
+    let stale_before = now - svc.config.sync_claim_stale_ms;
     let skew = parse_rfc3339_ms(&request.device_time).map(|t| t - now);
     let today = OffsetDateTime::now_utc().date();
-    let mut results = Vec::with_capacity(request.submissions.len());
-    for submission in &request.submissions {
-        let id = submission.id.trim();
-        if !is_submission_id(id) {
-            results.push(rejected(
-                id,
+    let mut results: Vec<Option<SubmissionResult>> = vec![None; request.submissions.len()];
+    // Forms wait here until an event or the end of the upload.
+    let mut forms: Vec<FormWrite> = Vec::new();
+    for (index, submission) in request.submissions.into_iter().enumerate() {
+        let id = submission.id.trim().to_string();
+        if !is_submission_id(&id) {
+            results[index] = Some(rejected(
+                &id,
                 now,
                 "The submission id must be 8 to 64 letters, digits or dashes (a UUID)".into(),
             ));
             continue;
         }
         if session.device.wipe_requested_at.is_some() {
-            results.push(rejected(
-                id,
+            results[index] = Some(rejected(
+                &id,
                 now,
                 "This device is being wiped; nothing is accepted from it".into(),
             ));
@@ -918,7 +1186,7 @@ pub async fn upload(
         };
         let future_dated = captured_ahead || dated_ahead;
         let claim = SubmissionClaim {
-            id: id.to_string(),
+            id: id.clone(),
             device: session.device.uid.clone(),
             user: session.device.user_uid.clone(),
             kind: kind.to_string(),
@@ -927,122 +1195,138 @@ pub async fn upload(
             captured_at: submission.captured_at.clone(),
             future_dated,
         };
-        match registry
-            .claim_submission(&claim, now - svc.config.sync_claim_stale_ms)
-            .await?
-        {
-            Claim::Existing {
-                status,
-                result,
-                received_at,
-            } => {
-                let stored = result.and_then(|r| serde_json::from_str::<SubmissionResult>(&r).ok());
-                results.push(match stored {
-                    Some(mut r) if status != "IN_PROGRESS" => {
-                        r.duplicate = true;
-                        r
-                    }
-                    _ => SubmissionResult {
-                        id: id.to_string(),
-                        status: SubmissionStatus::InProgress,
-                        duplicate: true,
-                        received_at: rfc3339(received_at),
-                        future_dated,
-                        message: Some("Being applied by another request; ask again".into()),
-                        conflicts: Vec::new(),
-                    },
-                });
-                continue;
-            }
-            Claim::New => {}
-        }
-        let report = match &submission.body {
+        match submission.body {
             SubmissionBody::Form(f) => {
                 let form = StoredFormSubmission {
-                    data_set: f.data_set.clone(),
-                    period: f.period.clone(),
-                    org_unit: f.org_unit.clone(),
-                    attribute_option_combo: f.attribute_option_combo.clone(),
+                    data_set: f.data_set,
+                    period: f.period,
+                    org_unit: f.org_unit,
+                    attribute_option_combo: f.attribute_option_combo,
                     complete: f.complete,
                     atomic: false,
                     values: f
                         .values
-                        .iter()
+                        .into_iter()
                         .map(|v| StoredFormValue {
-                            data_element: v.data_element.clone(),
-                            category_option_combo: v.category_option_combo.clone(),
-                            value: v.value.clone(),
-                            comment: v.comment.clone(),
+                            data_element: v.data_element,
+                            category_option_combo: v.category_option_combo,
+                            value: v.value,
+                            comment: v.comment,
                         })
                         .collect(),
                 };
-                store_form(
+                // Checked here, in the request's task: the writer only writes.
+                let form = prepare_form(
                     svc,
+                    session.snap.clone(),
                     &session.device.user_uid,
-                    &form,
+                    form,
                     Channel::App,
                     Some(session.device.uid.clone()),
                 )
-                .await?
+                .await?;
+                forms.push(FormWrite { index, claim, form });
             }
             SubmissionBody::Event(e) => {
-                if !hisa_shared::Uid::is_valid(&e.event) {
-                    let r = rejected(
-                        id,
-                        now,
-                        format!("Event id `{}` is not a valid UID", e.event),
-                    );
-                    registry
-                        .finish_submission(
-                            id,
-                            "REJECTED",
-                            &serde_json::to_string(&r).unwrap_or_default(),
-                            now_ms(),
-                        )
-                        .await?;
-                    results.push(r);
+                if !forms.is_empty() {
+                    let write = UploadWrite {
+                        forms: std::mem::take(&mut forms),
+                        stale_before,
+                        touch: None,
+                    };
+                    for (i, r) in svc.upload_writer.write(write).await? {
+                        results[i] = Some(r);
+                    }
+                }
+                let claimed = registry.claim_submission(&claim, stale_before).await?;
+                if let Claim::Existing {
+                    status,
+                    result,
+                    received_at,
+                } = claimed
+                {
+                    results[index] = Some(answer_existing(
+                        &id,
+                        &status,
+                        result,
+                        received_at,
+                        future_dated,
+                    ));
                     continue;
                 }
-                let event = StoredEvent {
-                    event: e.event.clone(),
-                    program: e.program.clone(),
-                    program_stage: e.program_stage.clone(),
-                    org_unit: e.org_unit.clone(),
-                    attribute_option_combo: e.attribute_option_combo.clone(),
-                    occurred_at: e.occurred_at.clone(),
-                    completed: e.status == "COMPLETED",
-                    values: e
-                        .data_values
-                        .iter()
-                        .map(|v| (v.data_element.clone(), v.value.clone()))
-                        .collect(),
+                let result = if !hisa_shared::Uid::is_valid(&e.event) {
+                    rejected(
+                        &id,
+                        now,
+                        format!("Event id `{}` is not a valid UID", e.event),
+                    )
+                } else {
+                    let event = StoredEvent {
+                        completed: e.status == "COMPLETED",
+                        values: e
+                            .data_values
+                            .into_iter()
+                            .map(|v| (v.data_element, v.value))
+                            .collect(),
+                        event: e.event,
+                        program: e.program,
+                        program_stage: e.program_stage,
+                        org_unit: e.org_unit,
+                        attribute_option_combo: e.attribute_option_combo,
+                        occurred_at: e.occurred_at,
+                    };
+                    let report =
+                        store_event(svc, &session.device.user_uid, &event, Channel::App).await?;
+                    result_of(&report, &id, now, future_dated)
                 };
-                store_event(svc, &session.device.user_uid, &event, Channel::App).await?
+                registry
+                    .finish_submission(
+                        &id,
+                        &status_text(result.status),
+                        &serde_json::to_string(&result).unwrap_or_default(),
+                        now_ms(),
+                    )
+                    .await?;
+                results[index] = Some(result);
             }
-        };
-        let result = result_of(&report, id, now, future_dated);
-        let status = serde_json::to_value(result.status)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
+        }
+    }
+    // What the phone still holds once it has these answers: recorded with
+    // the last forms if there are any, else on its own.
+    let settled = results
+        .iter()
+        .flatten()
+        .filter(|r| r.status.is_final())
+        .count();
+    let pending = i64::from(request.pending).saturating_sub(settled as i64);
+    if forms.is_empty() {
         registry
-            .finish_submission(
-                id,
-                &status,
-                &serde_json::to_string(&result).unwrap_or_default(),
+            .touch_device(
+                &session.device.uid,
                 now_ms(),
+                None,
+                Some(pending.max(0)),
+                skew,
             )
             .await?;
-        results.push(result);
+    } else {
+        let write = UploadWrite {
+            forms,
+            stale_before,
+            touch: Some(DeviceTouch {
+                device: session.device.uid.clone(),
+                skew,
+                pending,
+            }),
+        };
+        for (i, r) in svc.upload_writer.write(write).await? {
+            results[i] = Some(r);
+        }
     }
-    // What the phone still holds once it has these answers.
-    let settled = results.iter().filter(|r| r.status.is_final()).count();
-    let left = i64::from(request.pending)
-        .saturating_sub(settled as i64)
-        .max(0);
-    registry
-        .touch_device(&session.device.uid, now_ms(), None, Some(left), skew)
-        .await?;
+    let results = results
+        .into_iter()
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| ServerError::Internal("a submission went unanswered".into()))?;
     Ok(UploadResponse {
         results,
         instructions: instructions(svc, session).await?,

@@ -645,6 +645,51 @@ async fn cut_links_land_every_submission_exactly_once(backend: Backend) {
     server.stop().await;
 }
 
+/// Uploads overlapping in time and in content, as retries of a batch whose
+/// answer was lost can be: each form is applied by exactly one of them, and
+/// every other gets its result as a duplicate (never `IN_PROGRESS`, as a
+/// form's claim commits with its result).
+async fn concurrent_uploads_apply_each_form_once(backend: Backend) {
+    let Some(server) = country(backend).await else {
+        return;
+    };
+    let p = Phone::with_password(&server.base, WORKER).await;
+    let mut period = Period::parse(&last_month()).unwrap();
+    let mut submissions = Vec::new();
+    for i in 0..13u32 {
+        submissions.push(Submission {
+            id: format!("concurrent-form-{i:04}"),
+            captured_at: None,
+            body: form(&period.iso(), "OuFacA10001", i),
+        });
+        period = period.previous();
+    }
+    // Eight uploads at once, each a window of six forms, in the same order.
+    let uploads: Vec<_> = (0..8)
+        .map(|k| {
+            let request = UploadRequest {
+                device_time: "2026-11-26T10:00:00Z".into(),
+                pending: 6,
+                submissions: submissions[k..k + 6].to_vec(),
+            };
+            let client = p.client.clone();
+            tokio::spawn(async move { client.upload(&request).await })
+        })
+        .collect();
+    let mut applied = std::collections::BTreeMap::<String, usize>::new();
+    for upload in uploads {
+        let response = upload.await.unwrap().unwrap();
+        assert_eq!(response.results.len(), 6);
+        for r in response.results {
+            assert_eq!(r.status, SubmissionStatus::Accepted, "{r:?}");
+            *applied.entry(r.id).or_default() += usize::from(!r.duplicate);
+        }
+    }
+    assert_eq!(applied.len(), 13, "{applied:?}");
+    assert!(applied.values().all(|n| *n == 1), "{applied:?}");
+    server.stop().await;
+}
+
 async fn restart_policy_revoke_and_wipe_reach_the_phone(backend: Backend) {
     let Some(server) = country(backend).await else {
         return;
@@ -892,6 +937,7 @@ on_both_stores!(
     phone_enrols_syncs_captures_offline_and_uploads,
     bad_input_gets_a_clear_per_submission_answer,
     cut_links_land_every_submission_exactly_once,
+    concurrent_uploads_apply_each_form_once,
     restart_policy_revoke_and_wipe_reach_the_phone,
     enrolment_codes_and_disabled_users,
 );

@@ -8,10 +8,11 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use hisa_shared::authority;
-use hisa_shared::sync::{EnrolRequest, PolicyRules, StatusReport, UploadRequest};
+use hisa_shared::sync::{EnrolRequest, PolicyRules, StatusReport, UploadRequest, UploadResponse};
 use hisa_shared::webmessage::{Status, WebMessage};
 use serde_json::{json, Value};
 
+use super::body::JsonBytes;
 use super::{JsonBody, Params};
 use crate::auth::Caller;
 use crate::error::{ServerError, ServerResult};
@@ -66,15 +67,16 @@ pub async fn metadata(svc: Services, headers: HeaderMap, params: Params) -> Serv
     Ok(response)
 }
 
+/// Parsed straight into the protocol's types, both ways: a `Value` in
+/// between cost a fair share of an upload's time.
 pub async fn upload(
     svc: Services,
     headers: HeaderMap,
-    JsonBody(body): JsonBody,
-) -> ServerResult<Json<Value>> {
+    body: JsonBytes,
+) -> ServerResult<Json<UploadResponse>> {
     let session = sync::authenticate(&svc, device_header(&headers)).await?;
-    let request: UploadRequest = parse(body)?;
-    let response = sync::upload(&svc, &session, request).await?;
-    Ok(Json(serde_json::to_value(response).unwrap_or(Value::Null)))
+    let request: UploadRequest = body.parse("the sync protocol")?;
+    Ok(Json(sync::upload(&svc, &session, request).await?))
 }
 
 pub async fn download(svc: Services, headers: HeaderMap) -> ServerResult<Json<Value>> {

@@ -32,6 +32,9 @@ use crate::store::{
 /// Values validated before a batch is written.
 const BATCH: usize = 2_000;
 
+/// The savepoint of an import inside a caller's transaction.
+const IMPORT_SAVEPOINT: &str = "hisa_import";
+
 #[derive(Debug, Clone)]
 pub struct DataImportOptions {
     pub strategy: DataImportStrategy,
@@ -181,6 +184,10 @@ pub struct DataImporter {
     today: Date,
     /// Loaded at the first value: approved data refuses writes.
     approval_locks: Option<crate::approval::ApprovalLocks>,
+    /// Values wait for `finish_in` instead of being written in batches.
+    deferred: bool,
+    /// `tx` is the caller's: never committed or dropped here.
+    outer: bool,
 }
 
 impl DataImporter {
@@ -209,6 +216,8 @@ impl DataImporter {
             now,
             today: now.date(),
             approval_locks: None,
+            deferred: false,
+            outer: false,
         }
     }
 
@@ -365,7 +374,7 @@ impl DataImporter {
                 );
             }
         }
-        if self.batch.len() >= BATCH {
+        if self.batch.len() >= BATCH && !self.deferred {
             self.flush().await?;
         }
         Ok(())
@@ -1044,19 +1053,96 @@ impl DataImporter {
 
     /// Flush, register completion, commit; the summary to answer with.
     pub async fn finish(mut self) -> ServerResult<ImportSummary> {
-        if self.aborted {
+        let summary = self.complete().await?;
+        if let Some(tx) = self.tx.take() {
+            if self.opts.dry_run {
+                drop(tx);
+            } else {
+                tx.commit().await?;
+            }
+        }
+        Ok(summary)
+    }
+
+    /// Hold every value until [`DataImporter::finish_in`]: nothing is
+    /// written, and no transaction begun, before the caller's.
+    pub fn defer_writes(&mut self) {
+        self.deferred = true;
+    }
+
+    /// Write in the caller's transaction (`slot`, which must hold one) and
+    /// leave it uncommitted, so the caller can add its own statements to
+    /// the same commit. What the import drops (atomic with rejections, dry
+    /// run) is undone to a savepoint; the caller's earlier work stays. On an
+    /// error the caller undoes to a savepoint of its own (which also closes
+    /// any the import left open).
+    pub async fn finish_in(
+        mut self,
+        slot: &mut Option<Box<dyn DataTx>>,
+    ) -> ServerResult<ImportSummary> {
+        if self.tx.is_some() || slot.is_none() {
+            return Err(crate::error::ServerError::Internal(
+                "finish_in needs the caller's transaction and an importer that wrote nothing"
+                    .into(),
+            ));
+        }
+        std::mem::swap(&mut self.tx, slot);
+        self.outer = true;
+        let result = self.finish_outer().await;
+        std::mem::swap(&mut self.tx, slot);
+        result
+    }
+
+    async fn finish_outer(&mut self) -> ServerResult<ImportSummary> {
+        // Only an atomic import or a dry run can drop writes made (values
+        // wait for this call, so an aborted one has written nothing): the
+        // others spare the savepoint's statements.
+        let undoable = self.opts.atomic || self.opts.dry_run;
+        if undoable {
+            self.tx().await?.savepoint(IMPORT_SAVEPOINT).await?;
+        }
+        let summary = self.complete().await?;
+        if undoable {
+            let dry_run = self.opts.dry_run;
+            let tx = self.tx().await?;
+            if dry_run {
+                tx.rollback_to(IMPORT_SAVEPOINT).await?;
+            } else {
+                tx.release(IMPORT_SAVEPOINT).await?;
+            }
+        }
+        Ok(summary)
+    }
+
+    /// Drop what this import wrote: its own transaction, or the caller's
+    /// back to the import's savepoint.
+    async fn discard(&mut self) -> ServerResult<()> {
+        if !self.outer {
             self.tx = None;
+        } else if self.opts.atomic || self.opts.dry_run {
+            if let Some(tx) = self.tx.as_mut() {
+                tx.rollback_to(IMPORT_SAVEPOINT).await?;
+                tx.savepoint(IMPORT_SAVEPOINT).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Flush and register completion, uncommitted.
+    async fn complete(&mut self) -> ServerResult<ImportSummary> {
+        if self.aborted {
+            self.discard().await?;
             self.summary.import_count = Default::default();
             self.summary.rejected_indexes.clear();
-            return Ok(self.summary);
+            return Ok(self.summary.clone());
         }
         self.flush().await?;
         if self.opts.atomic
             && self.summary.import_count.ignored > 0
             && !self.summary.conflicts.is_empty()
         {
-            // All or nothing: drop the transaction, report everything ignored.
-            self.tx = None;
+            // All or nothing: drop the writes, report everything ignored.
+            self.discard().await?;
             let total = self.index as u64;
             self.summary.import_count = hisa_shared::datavalue::ImportCount {
                 ignored: total,
@@ -1065,19 +1151,12 @@ impl DataImporter {
             self.summary.status = SummaryStatus::Error;
             self.summary.description =
                 "Import was atomic and some values were rejected: nothing was imported".into();
-            return Ok(self.summary);
+            return Ok(self.summary.clone());
         }
         for header in std::mem::take(&mut self.headers) {
             self.register_completion(&header).await?;
         }
-        if let Some(tx) = self.tx.take() {
-            if self.opts.dry_run {
-                drop(tx);
-            } else {
-                tx.commit().await?;
-            }
-        }
-        Ok(self.summary)
+        Ok(self.summary.clone())
     }
 
     async fn register_completion(&mut self, header: &SetLevel) -> ServerResult<()> {
@@ -1195,8 +1274,18 @@ impl DataImporter {
         let channel = self.opts.channel.as_str();
         let device = self.opts.device.clone();
         let username = self.caller.username.clone();
+        let period_id = match self.periods.get(&row.iso) {
+            Some(id) => *id,
+            None => {
+                let ids = self.tx().await?.ensure_periods(&[row]).await?;
+                let (iso, id) = ids.into_iter().next().ok_or_else(|| {
+                    crate::error::ServerError::Internal("a period was not stored".into())
+                })?;
+                self.periods.insert(iso, id);
+                id
+            }
+        };
         let tx = self.tx().await?;
-        let period_id = tx.ensure_periods(&[row]).await?[0].1;
         let completion = CompletionWrite {
             data_set_id: ds_id,
             period_id,

@@ -39,7 +39,8 @@ pub use approval::{
     ValidationResultRow,
 };
 pub use sms::{
-    Claim, DeviceAudit, DeviceRecord, DeviceStore, DeviceWrite, PolicyRecord, SubmissionClaim,
+    Claim, DeviceAudit, DeviceLogin, DeviceRecord, DeviceStore, DeviceWrite, PolicyRecord,
+    SubmissionClaim,
 };
 pub use sql::{PgStore, SqliteStore};
 
@@ -319,6 +320,9 @@ pub struct ValueLog {
     values: Vec<ValueChange>,
     elements: HashSet<i64>,
     overflowed: bool,
+    /// Open savepoints and how many values were logged when each opened:
+    /// work undone to a savepoint is forgotten here too.
+    marks: Vec<(&'static str, usize)>,
 }
 
 impl ValueLog {
@@ -335,6 +339,26 @@ impl ValueLog {
             self.values = Vec::new();
         } else {
             self.values.extend(values.iter().map(ValueChange::from));
+        }
+    }
+
+    pub fn savepoint(&mut self, name: &'static str) {
+        self.marks.push((name, self.values.len()));
+    }
+
+    /// Forget what was logged since savepoint `name` (its elements stay
+    /// named: telling a listener of an element needlessly is harmless).
+    pub fn rollback_to(&mut self, name: &'static str) {
+        if let Some(i) = self.marks.iter().rposition(|(n, _)| *n == name) {
+            let (_, len) = self.marks[i];
+            self.values.truncate(len);
+            self.marks.truncate(i);
+        }
+    }
+
+    pub fn release(&mut self, name: &'static str) {
+        if let Some(i) = self.marks.iter().rposition(|(n, _)| *n == name) {
+            self.marks.truncate(i);
         }
     }
 
@@ -412,6 +436,43 @@ pub trait DataTx: Send {
         device: Option<&str>,
     ) -> StoreResult<()>;
     async fn commit(self: Box<Self>) -> StoreResult<()>;
+
+    /// Open a savepoint: the work after it can be undone on its own. `name`
+    /// is one of the callers' constants, never input.
+    async fn savepoint(&mut self, name: &'static str) -> StoreResult<()>;
+    /// Undo the work since the savepoint `name` and close it; the
+    /// transaction goes on.
+    async fn rollback_to(&mut self, name: &'static str) -> StoreResult<()>;
+    /// Close the savepoint `name`, keeping its work.
+    async fn release(&mut self, name: &'static str) -> StoreResult<()>;
+
+    // Device sync's bookkeeping, in the transaction of the form it records:
+    // a form, its claim and its result commit together or not at all.
+
+    /// Record a submission applied in this transaction, its claim and its
+    /// final result in one statement. `false` when the id was claimed
+    /// before (and not by a request that died, whose claim is taken over
+    /// once older than `stale_before`): then the caller undoes what it
+    /// applied and answers with [`DataTx::submission`]. A concurrent
+    /// claim of the same id waits for this transaction to end.
+    async fn record_submission(
+        &mut self,
+        claim: &SubmissionClaim,
+        status: &str,
+        result: &str,
+        stale_before: i64,
+    ) -> StoreResult<bool>;
+    /// The stored claim of a submission id, as [`Claim::Existing`].
+    async fn submission(&mut self, id: &str) -> StoreResult<Option<Claim>>;
+    /// [`DeviceStore::touch_device`] inside this transaction.
+    async fn touch_device(
+        &mut self,
+        uid: &str,
+        at: i64,
+        app_version: Option<&str>,
+        pending: Option<i64>,
+        clock_skew_ms: Option<i64>,
+    ) -> StoreResult<()>;
 }
 
 /// A stored single event.
@@ -620,6 +681,25 @@ mod tests {
             created: now,
             last_updated: now,
             deleted: false,
+        }
+    }
+
+    #[test]
+    fn values_undone_to_a_savepoint_are_not_told() {
+        let mut log = ValueLog::default();
+        log.record(&[write(7, 1)]);
+        log.savepoint("form");
+        log.record(&[write(7, 2), write(7, 3)]);
+        log.rollback_to("form");
+        log.savepoint("form");
+        log.record(&[write(7, 4)]);
+        log.release("form");
+        match log.written() {
+            Some(Written::Values(v)) => assert_eq!(
+                v.iter().map(|c| c.key.org_unit_id).collect::<Vec<_>>(),
+                [1, 4]
+            ),
+            _ => panic!("values expected"),
         }
     }
 

@@ -32,6 +32,15 @@ pub struct DeviceRecord {
     pub clock_skew_ms: Option<i64>,
 }
 
+/// A device with its secret's hash and whether its user may sign in.
+#[derive(Debug, Clone)]
+pub struct DeviceLogin {
+    pub device: DeviceRecord,
+    pub secret_hash: String,
+    /// The user has credentials and they are not disabled.
+    pub user_active: bool,
+}
+
 /// What claiming a submission id found.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Claim {
@@ -99,7 +108,8 @@ pub trait DeviceStore: Send + Sync + 'static {
     async fn devices(&self, user_uid: Option<&str>) -> StoreResult<Vec<DeviceRecord>>;
     async fn device(&self, uid: &str) -> StoreResult<Option<DeviceRecord>>;
     async fn revoke_device(&self, uid: &str, at: i64) -> StoreResult<bool>;
-    async fn device_secret_hash(&self, uid: &str) -> StoreResult<Option<String>>;
+    /// What authenticating a device needs, in one read.
+    async fn device_login(&self, uid: &str) -> StoreResult<Option<DeviceLogin>>;
     /// Record a contact; `None` fields keep their stored values.
     async fn touch_device(
         &self,
@@ -170,6 +180,26 @@ const OUTBOUND_COLUMNS: &str =
 
 const DEVICE_COLUMNS: &str = "uid, user_uid, name, model, app_version, sms_key_id, enrolled_at, \
      last_seen_at, revoked_at, wipe_requested_at, wiped_at, pending_reported, clock_skew_ms";
+
+// Statements the data transaction shares, to record a form's submission
+// and the device's contact with the form's own write.
+pub(super) const CLAIM_READ: &str =
+    "SELECT status, result, received_at FROM sync_submission WHERE id = $1";
+/// A submission's claim and final result at once, when it was applied in
+/// the same transaction.
+pub(super) const CLAIM_RECORD: &str =
+    "INSERT INTO sync_submission (id, device_uid, user_uid, kind, status, received_at,
+       device_time, captured_at, future_dated, updated_at, result)
+     VALUES ($1, $2, $3, $4, $9, $5, $6, $7, $8, $11, $10)
+     ON CONFLICT (id) DO NOTHING";
+/// Takes over a dead request's claim with a final result.
+pub(super) const CLAIM_RECORD_STALE: &str =
+    "UPDATE sync_submission SET status = $2, result = $3, updated_at = $4
+     WHERE id = $1 AND status = 'IN_PROGRESS' AND updated_at < $5";
+pub(super) const DEVICE_TOUCH: &str =
+    "UPDATE device SET last_seen_at = $2, app_version = COALESCE($3, app_version),
+       pending_reported = COALESCE($4, pending_reported),
+       clock_skew_ms = COALESCE($5, clock_skew_ms) WHERE uid = $1";
 
 macro_rules! impl_sms_store {
     ($store:ty, $row:ty) => {
@@ -925,11 +955,29 @@ macro_rules! impl_sms_store {
                 Ok(done.rows_affected() > 0)
             }
 
-            async fn device_secret_hash(&self, uid: &str) -> StoreResult<Option<String>> {
-                Ok(sqlx::query_scalar("SELECT secret_hash FROM device WHERE uid = $1")
-                    .bind(uid)
-                    .fetch_optional(&self.reader)
-                    .await?)
+            async fn device_login(&self, uid: &str) -> StoreResult<Option<DeviceLogin>> {
+                let row = sqlx::query(
+                    "SELECT d.uid, d.user_uid, d.name, d.model, d.app_version, d.sms_key_id,
+                       d.enrolled_at, d.last_seen_at, d.revoked_at, d.wipe_requested_at, d.wiped_at,
+                       d.pending_reported, d.clock_skew_ms, d.secret_hash,
+                       c.disabled AS credential_disabled
+                     FROM device d
+                     LEFT JOIN metadata_object m ON m.uid = d.user_uid AND m.deleted = FALSE
+                     LEFT JOIN user_credential c ON c.user_id = m.id
+                     WHERE d.uid = $1",
+                )
+                .bind(uid)
+                .fetch_optional(&self.reader)
+                .await?;
+                let Some(r) = row else {
+                    return Ok(None);
+                };
+                let disabled: Option<bool> = r.try_get("credential_disabled")?;
+                Ok(Some(DeviceLogin {
+                    device: device_from_row(&r)?,
+                    secret_hash: r.try_get("secret_hash")?,
+                    user_active: disabled == Some(false),
+                }))
             }
 
             async fn touch_device(
@@ -940,11 +988,7 @@ macro_rules! impl_sms_store {
                 pending: Option<i64>,
                 clock_skew_ms: Option<i64>,
             ) -> StoreResult<()> {
-                sqlx::query(
-                    "UPDATE device SET last_seen_at = $2, app_version = COALESCE($3, app_version),
-                       pending_reported = COALESCE($4, pending_reported),
-                       clock_skew_ms = COALESCE($5, clock_skew_ms) WHERE uid = $1",
-                )
+                sqlx::query(DEVICE_TOUCH)
                 .bind(uid)
                 .bind(at)
                 .bind(app_version)

@@ -14,6 +14,7 @@ use sqlx::types::Json;
 use sqlx::{PgPool, QueryBuilder, Row, SqlitePool};
 use time::OffsetDateTime;
 
+use super::sms::{CLAIM_READ, CLAIM_RECORD, CLAIM_RECORD_STALE, DEVICE_TOUCH};
 use super::*;
 
 /// Rows per multi-row INSERT: well under SQLite's and PostgreSQL's bind limits.
@@ -50,12 +51,16 @@ impl SqliteStore {
             // The default 2 MB page cache thrashes on a national data table.
             .pragma("cache_size", "-65536")
             .pragma("temp_store", "memory");
+        // A local file does not drop connections: no ping (a round trip to
+        // the connection's thread) before every use.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .connect_with(options.clone())
             .await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(8)
+            .test_before_acquire(false)
             .connect_with(options.read_only(true))
             .await?;
         Ok(SqliteStore {
@@ -202,6 +207,15 @@ macro_rules! impl_store {
             async fn ensure_periods(&mut self, periods: &[PeriodRow]) -> StoreResult<Vec<(String, i64)>> {
                 let mut out = Vec::with_capacity(periods.len());
                 for p in periods {
+                    // Nearly always stored already: one read, not a write and a read.
+                    let stored: Option<i64> = sqlx::query_scalar("SELECT id FROM period WHERE iso = $1")
+                        .bind(&p.iso)
+                        .fetch_optional(&mut *self.tx)
+                        .await?;
+                    if let Some(id) = stored {
+                        out.push((p.iso.clone(), id));
+                        continue;
+                    }
                     sqlx::query(
                         "INSERT INTO period (iso, period_type, start_date, end_date) VALUES ($1, $2, $3, $4)
                          ON CONFLICT (iso) DO NOTHING",
@@ -300,6 +314,94 @@ macro_rules! impl_store {
                 let $tx { tx, written, feed } = *self;
                 tx.commit().await?;
                 feed.publish(&written);
+                Ok(())
+            }
+
+            async fn savepoint(&mut self, name: &'static str) -> StoreResult<()> {
+                sqlx::query(&format!("SAVEPOINT {name}")).execute(&mut *self.tx).await?;
+                self.written.savepoint(name);
+                Ok(())
+            }
+
+            async fn rollback_to(&mut self, name: &'static str) -> StoreResult<()> {
+                sqlx::query(&format!("ROLLBACK TO SAVEPOINT {name}")).execute(&mut *self.tx).await?;
+                self.written.rollback_to(name);
+                self.release(name).await
+            }
+
+            async fn release(&mut self, name: &'static str) -> StoreResult<()> {
+                sqlx::query(&format!("RELEASE SAVEPOINT {name}")).execute(&mut *self.tx).await?;
+                self.written.release(name);
+                Ok(())
+            }
+
+            async fn record_submission(
+                &mut self,
+                c: &SubmissionClaim,
+                status: &str,
+                result: &str,
+                stale_before: i64,
+            ) -> StoreResult<bool> {
+                let now = crate::sync::now_ms();
+                let inserted = sqlx::query(CLAIM_RECORD)
+                    .bind(&c.id)
+                    .bind(&c.device)
+                    .bind(&c.user)
+                    .bind(&c.kind)
+                    .bind(c.received_at)
+                    .bind(&c.device_time)
+                    .bind(&c.captured_at)
+                    .bind(c.future_dated)
+                    .bind(status)
+                    .bind(result)
+                    .bind(now)
+                    .execute(&mut *self.tx)
+                    .await?;
+                if inserted.rows_affected() == 1 {
+                    return Ok(true);
+                }
+                let taken = sqlx::query(CLAIM_RECORD_STALE)
+                    .bind(&c.id)
+                    .bind(status)
+                    .bind(result)
+                    .bind(now)
+                    .bind(stale_before)
+                    .execute(&mut *self.tx)
+                    .await?;
+                Ok(taken.rows_affected() == 1)
+            }
+
+            async fn submission(&mut self, id: &str) -> StoreResult<Option<Claim>> {
+                let row = sqlx::query(CLAIM_READ)
+                    .bind(id)
+                    .fetch_optional(&mut *self.tx)
+                    .await?;
+                row.map(|r| {
+                    Ok(Claim::Existing {
+                        status: r.try_get("status")?,
+                        result: r.try_get("result")?,
+                        received_at: r.try_get("received_at")?,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn touch_device(
+                &mut self,
+                uid: &str,
+                at: i64,
+                app_version: Option<&str>,
+                pending: Option<i64>,
+                clock_skew_ms: Option<i64>,
+            ) -> StoreResult<()> {
+                sqlx::query(DEVICE_TOUCH)
+                    .bind(uid)
+                    .bind(at)
+                    .bind(app_version)
+                    .bind(pending)
+                    .bind(clock_skew_ms)
+                    .execute(&mut *self.tx)
+                    .await?;
                 Ok(())
             }
         }
