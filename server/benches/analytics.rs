@@ -25,7 +25,8 @@
 //! wrong answer cannot pass.
 //!
 //! `HISA_BENCH_SQLITE_FILE=path` keeps the seeded SQLite country there and
-//! reuses it on the next run (seeding 15,000 facilities takes minutes).
+//! reuses it on the next run (seeding 15,000 facilities takes minutes);
+//! `HISA_BENCH_PG_SCHEMA=name` does the same in a PostgreSQL schema.
 //!
 //! `cargo bench -p hisa-server --bench analytics`
 
@@ -138,8 +139,12 @@ async fn start(backend: Backend, pg_url: &str, facilities: usize) -> Running {
             let mut conn = sqlx::PgConnection::connect(pg_url)
                 .await
                 .expect("connect PostgreSQL");
-            let schema = format!("hisa_bench_{}", uuid::Uuid::new_v4().simple());
-            sqlx::query(&format!("CREATE SCHEMA {schema}"))
+            // HISA_BENCH_PG_SCHEMA keeps the seeded country in that schema.
+            let keep = std::env::var("HISA_BENCH_PG_SCHEMA").ok();
+            let schema = keep
+                .clone()
+                .unwrap_or_else(|| format!("hisa_bench_{}", uuid::Uuid::new_v4().simple()));
+            sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
                 .execute(&mut conn)
                 .await
                 .expect("create schema");
@@ -153,7 +158,8 @@ async fn start(backend: Backend, pg_url: &str, facilities: usize) -> Running {
             let store = PgStore::connect_with(options)
                 .await
                 .expect("connect PostgreSQL store");
-            (Arc::new(store), Raw::Postgres(conn), None, Some(schema))
+            let dropped = keep.is_none().then_some(schema);
+            (Arc::new(store), Raw::Postgres(conn), None, dropped)
         }
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
