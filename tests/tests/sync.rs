@@ -342,6 +342,26 @@ async fn phone_enrols_syncs_captures_offline_and_uploads(backend: Backend) {
             Some((i + 20).to_string().as_str())
         );
     }
+    // Analytics counts the phone's forms as soon as they are in (the upload
+    // writer's group transaction tells the cube like any other).
+    let (status, grid) = server
+        .get_as(
+            ADMIN.0,
+            ADMIN.1,
+            &format!(
+                "/api/analytics?dimension=dx:DeDeaths001&dimension=pe:{}&filter=ou:OuFacA10001",
+                periods.join(";")
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{grid}");
+    let total: f64 = grid["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r[2].as_str().unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert_eq!(total, (0..periods.len()).sum::<usize>() as f64, "{grid}");
     let (status, ev) = server
         .get_as(ADMIN.0, ADMIN.1, "/api/tracker/events/EvCase00002")
         .await;
