@@ -302,32 +302,27 @@ async fn baseline_group_by(
             Raw::Postgres(_) => "DOUBLE PRECISION",
         },
     );
+    // One body for both databases' row types.
+    macro_rules! totals {
+        ($conn:expr) => {
+            sqlx::query(&sql)
+                .fetch_all(&mut *$conn)
+                .await
+                .expect("baseline")
+                .into_iter()
+                .map(|r| {
+                    (
+                        (r.get::<String, _>("iso"), r.get::<String, _>("district")),
+                        r.get::<f64, _>("total"),
+                    )
+                })
+                .collect()
+        };
+    }
     let t = Instant::now();
     let rows = match raw {
-        Raw::Sqlite(c) => sqlx::query(&sql)
-            .fetch_all(&mut *c)
-            .await
-            .expect("baseline")
-            .into_iter()
-            .map(|r| {
-                (
-                    (r.get::<String, _>("iso"), r.get::<String, _>("district")),
-                    r.get::<f64, _>("total"),
-                )
-            })
-            .collect(),
-        Raw::Postgres(c) => sqlx::query(&sql)
-            .fetch_all(&mut *c)
-            .await
-            .expect("baseline")
-            .into_iter()
-            .map(|r| {
-                (
-                    (r.get::<String, _>("iso"), r.get::<String, _>("district")),
-                    r.get::<f64, _>("total"),
-                )
-            })
-            .collect(),
+        Raw::Sqlite(c) => totals!(c),
+        Raw::Postgres(c) => totals!(c),
     };
     (t.elapsed(), rows)
 }

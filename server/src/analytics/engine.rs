@@ -18,7 +18,7 @@ use hisa_shared::period::Period;
 use serde_json::Value;
 
 use super::cube::{Column, Cube, SeriesKey};
-use super::request::{indicator, Axis, DxItem, IndicatorDef, Plan};
+use super::request::{indicator, refs, Axis, DxItem, IndicatorDef, Plan};
 use crate::completeness;
 use crate::error::{ServerError, ServerResult};
 use crate::metadata::Snapshot;
@@ -110,21 +110,8 @@ pub async fn evaluate(svc: &Services, snap: &Snapshot, plan: &Plan) -> ServerRes
             fetches.push(f);
         }
     };
-    for d in &plan.dx {
-        if let DxItem::Element {
-            element, coc, aoc, ..
-        } = d
-        {
-            want(Fetch {
-                element: element.clone(),
-                coc: coc.clone().map_or(CocSel::Any, CocSel::One),
-                aoc: aoc.clone(),
-                period_offset: 0,
-                year_to_date: false,
-                aggregation_type: plan.aggregation_type,
-                split: true,
-            });
-        }
+    for f in plan.dx.iter().filter_map(|d| element_fetch(d, plan)) {
+        want(f);
     }
     for def in indicators.values() {
         for expr in [&def.numerator, &def.denominator] {
@@ -172,19 +159,9 @@ pub async fn evaluate(svc: &Services, snap: &Snapshot, plan: &Plan) -> ServerRes
         for pi in 0..plan.pe.len() {
             for oi in 0..plan.ou.len() {
                 match d {
-                    DxItem::Element {
-                        element, coc, aoc, ..
-                    } => {
-                        let f = Fetch {
-                            element: element.clone(),
-                            coc: coc.clone().map_or(CocSel::Any, CocSel::One),
-                            aoc: aoc.clone(),
-                            period_offset: 0,
-                            year_to_date: false,
-                            aggregation_type: plan.aggregation_type,
-                            split: true,
-                        };
-                        if let Some(a) = aggregates.get(&f) {
+                    DxItem::Element { .. } => {
+                        let a = element_fetch(d, plan).and_then(|f| aggregates.get(&f));
+                        if let Some(a) = a {
                             for ci in 0..cat_cells {
                                 if let Some(v) = a.get(&(pi, oi, ci)) {
                                     out.values.insert((di, pi, oi, ci), *v);
@@ -225,6 +202,26 @@ pub async fn evaluate(svc: &Services, snap: &Snapshot, plan: &Plan) -> ServerRes
         }
     }
     Ok(out)
+}
+
+/// The aggregate a data element (or operand) `dx` item reads, split by the
+/// row categories.
+fn element_fetch(d: &DxItem, plan: &Plan) -> Option<Fetch> {
+    let DxItem::Element {
+        element, coc, aoc, ..
+    } = d
+    else {
+        return None;
+    };
+    Some(Fetch {
+        element: element.clone(),
+        coc: coc.clone().map_or(CocSel::Any, CocSel::One),
+        aoc: aoc.clone(),
+        period_offset: 0,
+        year_to_date: false,
+        aggregation_type: plan.aggregation_type,
+        split: true,
+    })
 }
 
 fn rate_value(
@@ -333,13 +330,7 @@ fn fetches_of(
 
 fn group_members(snap: &Snapshot, group: &str) -> Vec<String> {
     snap.get_of("dataElementGroups", group)
-        .and_then(|b| b.get("dataElements"))
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|r| r.get("id").and_then(Value::as_str).map(str::to_string))
-                .collect()
-        })
+        .map(|b| refs(b, "dataElements"))
         .unwrap_or_default()
 }
 
@@ -531,15 +522,7 @@ impl Ctx<'_> {
                     .map(|g| {
                         self.snap
                             .get_of("categoryOptionGroups", g)
-                            .and_then(|b| b.get("categoryOptions"))
-                            .and_then(Value::as_array)
-                            .map(|a| {
-                                a.iter()
-                                    .filter_map(|r| {
-                                        r.get("id").and_then(Value::as_str).map(str::to_string)
-                                    })
-                                    .collect()
-                            })
+                            .map(|b| refs(b, "categoryOptions").into_iter().collect())
                             .unwrap_or_default()
                     })
                     .collect();
@@ -787,13 +770,10 @@ impl ValueSource for CellSource<'_> {
                 .and_then(|b| b.get("value"))
                 .and_then(Value::as_f64),
             Item::OrgUnitGroupCount(g) => {
-                let members: HashSet<String> = snap
-                    .get_of("organisationUnitGroups", g)?
-                    .get("organisationUnits")?
-                    .as_array()?
-                    .iter()
-                    .filter_map(|r| r.get("id").and_then(Value::as_str).map(str::to_string))
-                    .collect();
+                let members = refs(
+                    snap.get_of("organisationUnitGroups", g)?,
+                    "organisationUnits",
+                );
                 let roots = &self.ctx.plan.ou[self.oi].roots;
                 Some(members.iter().filter(|m| snap.within_any(m, roots)).count() as f64)
             }

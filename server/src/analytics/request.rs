@@ -540,7 +540,8 @@ fn operand(
     })
 }
 
-fn refs(body: &Value, field: &str) -> Vec<String> {
+/// The ids of a metadata object's reference list (`[{"id": …}, …]`).
+pub(crate) fn refs(body: &Value, field: &str) -> Vec<String> {
     body.get(field)
         .and_then(Value::as_array)
         .map(|a| {
