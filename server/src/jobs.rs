@@ -23,6 +23,8 @@ struct Job {
 #[derive(Default)]
 pub struct Jobs {
     jobs: Mutex<HashMap<String, Job>>,
+    /// Woken whenever a job finishes.
+    finished: tokio::sync::Notify,
 }
 
 impl Jobs {
@@ -67,6 +69,24 @@ impl Jobs {
         let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(job) = jobs.get_mut(id) {
             job.summary = Some(summary);
+        }
+        drop(jobs);
+        self.finished.notify_waiters();
+    }
+
+    /// The summary of job `id` once it has finished; `None` for an unknown job.
+    pub async fn wait(&self, id: &str) -> Option<Value> {
+        loop {
+            // Registered before looking, so a finish in between still wakes us.
+            let woken = self.finished.notified();
+            match self.jobs.lock().unwrap_or_else(|e| e.into_inner()).get(id) {
+                None => return None,
+                Some(Job {
+                    summary: Some(s), ..
+                }) => return Some(s.clone()),
+                Some(_) => {}
+            }
+            woken.await;
         }
     }
 

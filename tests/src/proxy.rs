@@ -1088,15 +1088,15 @@ mod tests {
     async fn cut_requests_are_strict_prefixes() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let upstream = listener.local_addr().unwrap();
-        let received = Arc::new(Mutex::new(Vec::<Vec<u8>>::new()));
-        let sink = Arc::clone(&received);
+        // Each connection's bytes, sent when the proxy has closed it.
+        let (sink, mut arrivals) = tokio::sync::mpsc::unbounded_channel::<Vec<u8>>();
         tokio::spawn(async move {
             while let Ok((mut s, _)) = listener.accept().await {
-                let sink = Arc::clone(&sink);
+                let sink = sink.clone();
                 tokio::spawn(async move {
                     let mut all = Vec::new();
                     let _ = s.read_to_end(&mut all).await;
-                    sink.lock().unwrap().push(all);
+                    let _ = sink.send(all);
                 });
             }
         });
@@ -1112,15 +1112,14 @@ mod tests {
                 sent += 1;
             }
         }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while received.lock().unwrap().len() < sent {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "upstream saw too little"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        let mut received = Vec::with_capacity(sent);
+        while received.len() < sent {
+            let got = tokio::time::timeout(Duration::from_secs(10), arrivals.recv())
+                .await
+                .expect("upstream saw too little")
+                .expect("the upstream listener is alive");
+            received.push(got);
         }
-        let received = received.lock().unwrap();
         let (mut head_cuts, mut body_cuts) = (0, 0);
         for got in received.iter() {
             let Some(head_len) = find_head_end(got, 0) else {

@@ -2,7 +2,7 @@
 //! says "starting" until migrations ran and metadata loaded, and other routes
 //! say 503 until then. Shutdown is graceful.
 
-use hisa_server::server::{prepare, serve};
+use hisa_server::server::{prepare, serve_notifying};
 use hisa_server::state::Config;
 use hisa_tests::{fresh_store, Backend};
 use tokio::net::TcpListener;
@@ -22,9 +22,16 @@ async fn health_says_ready_only_after_migrations() {
         let _ = go_rx.await;
         prepare(store, Config::default()).await
     };
-    let server = tokio::spawn(serve(listener, Config::default(), prep, async move {
-        let _ = stop_rx.await;
-    }));
+    let (ready_tx, ready_rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(serve_notifying(
+        listener,
+        Config::default(),
+        prep,
+        async move {
+            let _ = stop_rx.await;
+        },
+        Some(ready_tx),
+    ));
     let client = reqwest::Client::new();
     let r = client
         .get(format!("{base}/api/health"))
@@ -45,20 +52,14 @@ async fn health_says_ready_only_after_migrations() {
     assert_eq!(r.status().as_u16(), 503);
 
     go_tx.send(()).unwrap();
-    let mut ready = false;
-    for _ in 0..500 {
-        let r = client
-            .get(format!("{base}/api/health"))
-            .send()
-            .await
-            .unwrap();
-        if r.status().is_success() {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    assert!(ready, "never became ready");
+    // The server says when it serves; from then on health is green.
+    ready_rx.await.expect("the server became ready");
+    let r = client
+        .get(format!("{base}/api/health"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "ready means healthy");
     // Ready, and the default category objects exist.
     stop_tx.send(()).unwrap();
     server.await.unwrap().unwrap();
