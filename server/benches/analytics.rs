@@ -30,21 +30,15 @@
 //!
 //! `cargo bench -p hisa-server --bench analytics`
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::collections::BTreeMap;
-use std::str::FromStr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hisa_server::demo::DemoOptions;
-use hisa_server::seed::seed_demo;
-use hisa_server::server::prepare;
-use hisa_server::state::{Config, Services};
-use hisa_server::store::{PgStore, SqliteStore, Store};
+use common::{bench_store, start_demo, Backend, Running};
 use serde_json::{json, Value};
-use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, Row};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
 const LAST_MONTH: (i32, u8) = (2026, 10);
 const RUNS: usize = 15;
@@ -85,147 +79,54 @@ fn rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-impl Backend {
-    fn name(self) -> &'static str {
-        match self {
-            Backend::Sqlite => "SQLite",
-            Backend::Postgres => "PostgreSQL",
-        }
-    }
-}
-
 /// A plain connection to the same database, for the baselines.
 enum Raw {
     Sqlite(sqlx::SqliteConnection),
     Postgres(sqlx::PgConnection),
 }
 
-struct Running {
-    base: String,
-    services: Services,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
+/// The demo server and a raw connection to its database.
+struct Bench {
+    server: Running,
     raw: Raw,
-    _dir: Option<tempfile::TempDir>,
-    schema: Option<String>,
 }
 
-async fn start(backend: Backend, pg_url: &str, facilities: usize) -> Running {
-    let (store, raw, dir, schema): (Arc<dyn Store>, Raw, _, _) = match backend {
-        Backend::Sqlite => {
-            // HISA_BENCH_SQLITE_FILE keeps the seeded country for the next run.
-            let (dir, path) = match std::env::var("HISA_BENCH_SQLITE_FILE") {
-                Ok(path) => (None, path),
-                Err(_) => {
-                    let dir = tempfile::tempdir().expect("temp dir");
-                    let path = dir.path().join("bench.db");
-                    let path = path.to_str().expect("utf-8 path").to_string();
-                    (Some(dir), path)
-                }
-            };
-            let store = SqliteStore::open(&path).await.expect("open SQLite");
-            let raw = sqlx::SqliteConnection::connect(&format!("sqlite://{path}"))
+async fn start(backend: Backend, pg_url: &str, facilities: usize) -> Bench {
+    // HISA_BENCH_SQLITE_FILE / HISA_BENCH_PG_SCHEMA keep the seeded country.
+    let store = bench_store(
+        backend,
+        pg_url,
+        std::env::var("HISA_BENCH_SQLITE_FILE").ok(),
+        std::env::var("HISA_BENCH_PG_SCHEMA").ok(),
+    )
+    .await;
+    let raw = match (&store.sqlite_path, &store.pg_schema) {
+        (Some(path), _) => Raw::Sqlite(
+            sqlx::SqliteConnection::connect(&format!("sqlite://{path}"))
                 .await
-                .expect("raw SQLite");
-            (Arc::new(store), Raw::Sqlite(raw), dir, None)
-        }
-        Backend::Postgres => {
+                .expect("raw SQLite"),
+        ),
+        (None, Some(schema)) => {
             let mut conn = sqlx::PgConnection::connect(pg_url)
                 .await
-                .expect("connect PostgreSQL");
-            // HISA_BENCH_PG_SCHEMA keeps the seeded country in that schema.
-            let keep = std::env::var("HISA_BENCH_PG_SCHEMA").ok();
-            let schema = keep
-                .clone()
-                .unwrap_or_else(|| format!("hisa_bench_{}", uuid::Uuid::new_v4().simple()));
-            sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS {schema}"))
-                .execute(&mut conn)
-                .await
-                .expect("create schema");
+                .expect("raw PostgreSQL");
             sqlx::query(&format!("SET search_path TO {schema}"))
                 .execute(&mut conn)
                 .await
                 .expect("search path");
-            let options = PgConnectOptions::from_str(pg_url)
-                .expect("PostgreSQL url")
-                .options([("search_path", schema.as_str())]);
-            let store = PgStore::connect_with(options)
-                .await
-                .expect("connect PostgreSQL store");
-            let dropped = keep.is_none().then_some(schema);
-            (Arc::new(store), Raw::Postgres(conn), None, dropped)
+            Raw::Postgres(conn)
         }
+        (None, None) => unreachable!("a store is on one database"),
     };
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("address"));
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let (ready_tx, ready_rx) = oneshot::channel();
-    let prep = async move {
-        let services = prepare(store, Config::default()).await?;
-        let t = Instant::now();
-        let report = seed_demo(
-            &services,
-            DemoOptions {
-                facilities,
-                end_period: LAST_MONTH,
-                seed: 7,
-            },
-            None,
-        )
-        .await?;
-        let _ = ready_tx.send((services.clone(), report, t.elapsed()));
-        Ok(services)
-    };
-    let (served_tx, served_rx) = oneshot::channel();
-    let task = tokio::spawn(async move {
-        let shutdown = async {
-            let _ = stop_rx.await;
-        };
-        if let Err(e) = hisa_server::server::serve_notifying(
-            listener,
-            Config::default(),
-            prep,
-            shutdown,
-            Some(served_tx),
-        )
-        .await
-        {
-            eprintln!("bench server failed: {e}");
-        }
-    });
-    let (services, report, took) = ready_rx.await.expect("server failed to prepare");
-    if let Some(r) = report {
-        println!(
-            "setup: demo seeded in {:.1} s ({} facilities, {} values, {} completions)",
-            took.as_secs_f64(),
-            facilities,
-            r.data_values,
-            r.completions,
-        );
-    }
-    served_rx.await.expect("server never served");
-    Running {
-        base,
-        services,
-        shutdown: Some(stop_tx),
-        task,
-        raw,
-        _dir: dir,
-        schema,
-    }
+    let server = start_demo(store, facilities, LAST_MONTH).await;
+    Bench { server, raw }
 }
 
-impl Running {
+impl Bench {
     async fn get(&self, client: &reqwest::Client, path: &str) -> (Duration, Value) {
         let t = Instant::now();
         let res = client
-            .get(format!("{}{path}", self.base))
+            .get(self.server.url(path))
             .basic_auth("admin", Some("district"))
             .send()
             .await
@@ -235,21 +136,6 @@ impl Running {
         let took = t.elapsed();
         assert!(status.is_success(), "{path}: {status} {body}");
         (took, body)
-    }
-
-    async fn stop(mut self, pg_url: &str) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(30), &mut self.task).await;
-        drop(self.services);
-        if let Some(schema) = self.schema.take() {
-            if let Ok(mut conn) = sqlx::PgConnection::connect(pg_url).await {
-                let _ = sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-                    .execute(&mut conn)
-                    .await;
-            }
-        }
     }
 }
 
@@ -356,9 +242,15 @@ async fn raw_month_read(raw: &mut Raw, month: &str, elements: &[i64]) -> (Durati
 
 async fn run(backend: Backend, pg_url: &str, facilities: usize) {
     println!("\n== {} ({facilities} facilities) ==", backend.name());
-    let mut server = start(backend, pg_url, facilities).await;
+    let mut bench = start(backend, pg_url, facilities).await;
     let client = reqwest::Client::new();
-    let snap = server.services.metadata.snapshot().await.expect("snapshot");
+    let snap = bench
+        .server
+        .services
+        .metadata
+        .snapshot()
+        .await
+        .expect("snapshot");
     let element = snap
         .uid_by_code("dataElements", "MAL_CONFIRMED")
         .expect("malaria cases")
@@ -385,18 +277,18 @@ async fn run(backend: Backend, pg_url: &str, facilities: usize) {
     // 1. One data element × 12 months × all districts. The baseline runs
     // first once, so neither gets the other's warm caches for free.
     let (base_cold, _) =
-        baseline_group_by(&mut server.raw, element_id, &months, district_path_len).await;
-    let (cold, first) = server.get(&client, &de_query).await;
+        baseline_group_by(&mut bench.raw, element_id, &months, district_path_len).await;
+    let (cold, first) = bench.get(&client, &de_query).await;
     let mut times = Vec::new();
     for _ in 0..RUNS {
-        times.push(ms(server.get(&client, &de_query).await.0));
+        times.push(ms(bench.get(&client, &de_query).await.0));
     }
     times.sort_by(|a, b| a.total_cmp(b));
     let mut base = Vec::new();
     let mut base_rows = BTreeMap::new();
     for _ in 0..5 {
         let (t, rows) =
-            baseline_group_by(&mut server.raw, element_id, &months, district_path_len).await;
+            baseline_group_by(&mut bench.raw, element_id, &months, district_path_len).await;
         base.push(ms(t));
         base_rows = rows;
     }
@@ -429,15 +321,15 @@ async fn run(backend: Backend, pg_url: &str, facilities: usize) {
     );
     println!(
         "  cube: {} cells held; process RSS {:.0} MB (was {rss0:.0} MB before the first query)",
-        server.services.analytics.cells(),
+        bench.server.services.analytics.cells(),
         rss_mb()
     );
 
     // 2. Indicator with a population denominator.
-    let (cold, body) = server.get(&client, &in_query).await;
+    let (cold, body) = bench.get(&client, &in_query).await;
     let mut times = Vec::new();
     for _ in 0..RUNS {
-        times.push(ms(server.get(&client, &in_query).await.0));
+        times.push(ms(bench.get(&client, &in_query).await.0));
     }
     times.sort_by(|a, b| a.total_cmp(b));
     let p50 = pct(&times, 0.5);
@@ -463,7 +355,7 @@ async fn run(backend: Backend, pg_url: &str, facilities: usize) {
         .to_string();
     let t = Instant::now();
     let res = client
-        .post(format!("{}/api/dataAnalysis/validationRules", server.base))
+        .post(bench.server.url("/api/dataAnalysis/validationRules"))
         .basic_auth("admin", Some("district"))
         .json(&json!({"ou": root, "startDate": start, "endDate": end, "maxResults": 100000}))
         .send()
@@ -474,7 +366,7 @@ async fn run(backend: Backend, pg_url: &str, facilities: usize) {
     let took = t.elapsed();
     assert!(status.is_success(), "{status} {violations}");
     let element_ids: Vec<i64> = snap.data_index().elements.values().map(|e| e.id).collect();
-    let (raw_t, raw_n) = raw_month_read(&mut server.raw, &month, &element_ids).await;
+    let (raw_t, raw_n) = raw_month_read(&mut bench.raw, &month, &element_ids).await;
     println!(
         "validation rules, {month}, whole country: {:.2} s, {} violations; < 10 s: {}; baseline reading the month's {raw_n} raw values of every element: {:.2} s (ratio {:.1}x)",
         took.as_secs_f64(),
@@ -492,7 +384,7 @@ async fn run(backend: Backend, pg_url: &str, facilities: usize) {
         .min()
         .expect("facility");
     let district = facility.0.split('/').nth(3).expect("district").to_string();
-    let before = grid(&server.get(&client, &de_query).await.1)
+    let before = grid(&bench.get(&client, &de_query).await.1)
         .get(&(month.clone(), district.clone()))
         .copied()
         .unwrap_or(0.0);
@@ -505,14 +397,15 @@ async fn run(backend: Backend, pg_url: &str, facilities: usize) {
         .map(|(coc, _)| coc.clone())
         .min()
         .expect("option combo");
-    let old = server
+    let old = bench
+        .server
         .services
         .store
         .query_values(&hisa_server::store::ValueQuery {
             data_element_ids: vec![element_id],
             org_unit_ids: vec![snap.org_unit(&facility.1).expect("unit").id],
             period_ids: hisa_server::store::period_filter(
-                &*server.services.store,
+                &*bench.server.services.store,
                 std::slice::from_ref(&month),
             )
             .await
@@ -531,7 +424,7 @@ async fn run(backend: Backend, pg_url: &str, facilities: usize) {
         "categoryOptionCombo": coc, "value": format!("{}", old + 1000.0)}]});
     let t = Instant::now();
     let res = client
-        .post(format!("{}/api/dataValueSets", server.base))
+        .post(bench.server.url("/api/dataValueSets"))
         .basic_auth("admin", Some("district"))
         .json(&body)
         .send()
@@ -545,7 +438,7 @@ async fn run(backend: Backend, pg_url: &str, facilities: usize) {
     let mut polls = 0;
     let visible = loop {
         polls += 1;
-        let (_, b) = server.get(&client, &de_query).await;
+        let (_, b) = bench.get(&client, &de_query).await;
         let now = grid(&b)
             .get(&(month.clone(), district.clone()))
             .copied()
@@ -564,7 +457,7 @@ async fn run(backend: Backend, pg_url: &str, facilities: usize) {
         verdict(visible < Duration::from_secs(5)),
         ms(import_took)
     );
-    server.stop(pg_url).await;
+    bench.server.stop(pg_url).await;
 }
 
 fn main() {

@@ -36,22 +36,21 @@
 //!
 //! `cargo bench -p hisa-server --bench sync`
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::collections::{BTreeMap, HashSet};
 use std::io::{Read, Write};
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{Backend, Running};
 use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use futures::StreamExt;
-use hisa_server::demo::DemoOptions;
 use hisa_server::metadata::import::ImportParams;
-use hisa_server::seed::seed_demo;
-use hisa_server::server::{prepare, serve};
-use hisa_server::state::{Config, Services};
-use hisa_server::store::{PgStore, SqliteStore, Store};
+use hisa_server::state::Services;
 use hisa_shared::sync::{
     authorization, FormSubmission, FormValue, MetadataPackage, Submission, SubmissionBody,
     UploadRequest, UploadResponse,
@@ -60,10 +59,6 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{json, Value};
-use sqlx::postgres::PgConnectOptions;
-use sqlx::Connection;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
 const BENCH_DATA_SET: &str = "BnchMonth40";
 const FORM_FIELDS: usize = 40;
@@ -126,146 +121,11 @@ fn verdict(ok: bool) -> &'static str {
 // The server
 // ------------------------------------------------------------------------------------------------
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-impl Backend {
-    fn name(self) -> &'static str {
-        match self {
-            Backend::Sqlite => "SQLite",
-            Backend::Postgres => "PostgreSQL",
-        }
-    }
-}
-
-struct Running {
-    base: String,
-    services: Services,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-    _dir: Option<tempfile::TempDir>,
-    schema: Option<String>,
-}
-
-/// A fresh store: a temporary SQLite file, or a new schema in PostgreSQL.
-async fn fresh_store(
-    backend: Backend,
-    pg_url: &str,
-) -> (Arc<dyn Store>, Option<tempfile::TempDir>, Option<String>) {
-    match backend {
-        Backend::Sqlite => {
-            let dir = tempfile::tempdir().expect("temp dir");
-            let path = dir.path().join("bench.db");
-            let store = SqliteStore::open(path.to_str().expect("utf-8 path"))
-                .await
-                .expect("open SQLite");
-            (Arc::new(store), Some(dir), None)
-        }
-        Backend::Postgres => {
-            let mut conn = sqlx::PgConnection::connect(pg_url)
-                .await
-                .expect("connect PostgreSQL");
-            let schema = format!("hisa_bench_{}", uuid::Uuid::new_v4().simple());
-            sqlx::query(&format!("CREATE SCHEMA {schema}"))
-                .execute(&mut conn)
-                .await
-                .expect("create schema");
-            conn.close().await.expect("close");
-            let options = PgConnectOptions::from_str(pg_url)
-                .expect("PostgreSQL url")
-                .options([("search_path", schema.as_str())]);
-            let store = PgStore::connect_with(options)
-                .await
-                .expect("connect PostgreSQL store");
-            (Arc::new(store), None, Some(schema))
-        }
-    }
-}
-
-/// Serve on 127.0.0.1:0 as `hisa-server` does, seeding the demo while
-/// `/api/health` already answers; returns once the server is ready.
+/// A fresh store (a temporary SQLite file or a new PostgreSQL schema) with
+/// the demo seeded, served on 127.0.0.1:0.
 async fn start(backend: Backend, pg_url: &str, facilities: usize) -> Running {
-    let (store, dir, schema) = fresh_store(backend, pg_url).await;
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("address"));
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let (ready_tx, ready_rx) = oneshot::channel();
-    let prep = async move {
-        let services = prepare(store, Config::default()).await?;
-        let t = Instant::now();
-        let report = seed_demo(
-            &services,
-            DemoOptions {
-                facilities,
-                end_period: LAST_MONTH,
-                seed: 7,
-            },
-            None,
-        )
-        .await?;
-        let _ = ready_tx.send((services.clone(), report, t.elapsed()));
-        Ok(services)
-    };
-    let task = tokio::spawn(async move {
-        let shutdown = async {
-            let _ = stop_rx.await;
-        };
-        if let Err(e) = serve(listener, Config::default(), prep, shutdown).await {
-            eprintln!("bench server failed: {e}");
-        }
-    });
-    let (services, report, took) = ready_rx.await.expect("server failed to prepare");
-    if let Some(r) = report {
-        println!(
-            "setup: demo seeded in {:.1} s ({} facilities, {} values, {} completions, {} events)",
-            took.as_secs_f64(),
-            facilities,
-            r.data_values,
-            r.completions,
-            r.events
-        );
-    }
-    let client = reqwest::Client::new();
-    for _ in 0..1000 {
-        if let Ok(r) = client.get(format!("{base}/api/health")).send().await {
-            if r.status().is_success() {
-                return Running {
-                    base,
-                    services,
-                    shutdown: Some(stop_tx),
-                    task,
-                    _dir: dir,
-                    schema,
-                };
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("the server never became ready");
-}
-
-impl Running {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    async fn stop(mut self, pg_url: &str) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(30), &mut self.task).await;
-        drop(self.services);
-        if let Some(schema) = self.schema.take() {
-            if let Ok(mut conn) = sqlx::PgConnection::connect(pg_url).await {
-                let _ = sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
-                    .execute(&mut conn)
-                    .await;
-            }
-        }
-    }
+    let store = common::bench_store(backend, pg_url, None, None).await;
+    common::start_demo(store, facilities, LAST_MONTH).await
 }
 
 // ------------------------------------------------------------------------------------------------

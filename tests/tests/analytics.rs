@@ -48,6 +48,11 @@ async fn analytics_path(server: &TestServer, path: &str) -> Value {
     body
 }
 
+/// The rows of an analytics query as (dimension items…) → value.
+async fn analytics_rows(server: &TestServer, query: &str) -> BTreeMap<Vec<String>, f64> {
+    rows(&analytics(server, query).await)
+}
+
 /// Rows as (dimension items…) → value.
 fn rows(body: &Value) -> BTreeMap<Vec<String>, f64> {
     let headers = body["headers"].as_array().unwrap();
@@ -232,61 +237,45 @@ async fn worked_by_hand(backend: Backend) {
     assert!(body["rows"][0][3].is_string());
 
     // Over a quarter (filter) at the root, the insignificant zero ignored.
-    let r = rows(
-        &analytics(
-            &server,
-            "dimension=dx:DeCases0001;DeTested001&filter=pe:2026Q1&filter=ou:OuRoot00001",
-        )
-        .await,
-    );
+    let r = analytics_rows(
+        &server,
+        "dimension=dx:DeCases0001;DeTested001&filter=pe:2026Q1&filter=ou:OuRoot00001",
+    )
+    .await;
     assert_eq!(r[&k(&["DeCases0001"])], 18.0);
     assert_eq!(r[&k(&["DeTested001"])], 80.0);
 
     // Operands and the category dimension.
-    let r = rows(
-        &analytics(
-            &server,
-            &format!("dimension=dx:DeCases0001.{SEX_F}&dimension=pe:202601&filter=ou:OuRoot00001"),
-        )
-        .await,
-    );
+    let r = analytics_rows(
+        &server,
+        &format!("dimension=dx:DeCases0001.{SEX_F}&dimension=pe:202601&filter=ou:OuRoot00001"),
+    )
+    .await;
     assert_eq!(r[&k(&[&format!("DeCases0001.{SEX_F}"), "202601"])], 7.0);
-    let r = rows(
-        &analytics(
-            &server,
-            "dimension=dx:DeCases0001&dimension=CatSex00001&dimension=ou:OuDistA0001&filter=pe:202601",
-        )
-        .await,
-    );
+    let r = analytics_rows(
+        &server,
+        "dimension=dx:DeCases0001&dimension=CatSex00001&dimension=ou:OuDistA0001&filter=pe:202601",
+    )
+    .await;
     assert_eq!(r[&k(&["DeCases0001", "OptMale0001", "OuDistA0001"])], 3.0);
     assert_eq!(r[&k(&["DeCases0001", "OptFemale01", "OuDistA0001"])], 7.0);
-    let r = rows(
-        &analytics(
-            &server,
-            "dimension=dx:DeCases0001&dimension=ou:OuRoot00001&filter=pe:202601&filter=CatSex00001:OptMale0001",
-        )
-        .await,
-    );
+    let r = analytics_rows(&server, "dimension=dx:DeCases0001&dimension=ou:OuRoot00001&filter=pe:202601&filter=CatSex00001:OptMale0001").await;
     assert_eq!(r[&k(&["DeCases0001", "OuRoot00001"])], 10.0);
 
     // LAST looks back; AVERAGE_SUM_ORG_UNIT weighs days and uses the yearly value.
-    let r = rows(
-        &analytics(
-            &server,
-            "dimension=dx:DeStock0001;DePop000001&dimension=pe:202601;202602&dimension=ou:OuDistA0001",
-        )
-        .await,
-    );
+    let r = analytics_rows(
+        &server,
+        "dimension=dx:DeStock0001;DePop000001&dimension=pe:202601;202602&dimension=ou:OuDistA0001",
+    )
+    .await;
     assert_eq!(r[&k(&["DeStock0001", "202601", "OuDistA0001"])], 39.0);
     assert_eq!(r[&k(&["DeStock0001", "202602", "OuDistA0001"])], 39.0);
     assert_eq!(r[&k(&["DePop000001", "202601", "OuDistA0001"])], 4000.0);
-    let r = rows(
-        &analytics(
-            &server,
-            "dimension=dx:DeBeds00001&dimension=pe:2026Q1&dimension=ou:OuFacA10001&skipRounding=true",
-        )
-        .await,
-    );
+    let r = analytics_rows(
+        &server,
+        "dimension=dx:DeBeds00001&dimension=pe:2026Q1&dimension=ou:OuFacA10001&skipRounding=true",
+    )
+    .await;
     let want = (10.0 * 31.0 + 20.0 * 28.0) / 90.0;
     assert!((r[&k(&["DeBeds00001", "2026Q1", "OuFacA10001"])] - want).abs() < 1e-9);
 
@@ -302,13 +291,11 @@ async fn worked_by_hand(backend: Backend) {
     assert!((r[&k(&["InIncid0001", "202601", "OuDistA0001"])] - incidence).abs() < 1e-9);
     assert_eq!(r[&k(&["InFemale001", "202601", "OuDistA0001"])], 70.0);
     assert_eq!(r[&k(&["InNested001", "202601", "OuDistA0001"])], 21_000.0);
-    let r2 = rows(
-        &analytics(
-            &server,
-            "dimension=dx:InPeriodNo1&dimension=pe:202602;2026Q3&filter=ou:OuRoot00001",
-        )
-        .await,
-    );
+    let r2 = analytics_rows(
+        &server,
+        "dimension=dx:InPeriodNo1&dimension=pe:202602;2026Q3&filter=ou:OuRoot00001",
+    )
+    .await;
     assert_eq!(r2[&k(&["InPeriodNo1", "202602"])], 212.0);
     assert_eq!(r2[&k(&["InPeriodNo1", "2026Q3"])], 304.0);
     assert_eq!(
@@ -345,38 +332,20 @@ async fn worked_by_hand(backend: Backend) {
     );
 
     // Reporting rates: 2 of 3 expected, 1 on time; over the quarter 2 of 9.
-    let r = rows(
-        &analytics(
-            &server,
-            "dimension=dx:DsMonth0001.REPORTING_RATE;DsMonth0001.REPORTING_RATE_ON_TIME;DsMonth0001.ACTUAL_REPORTS;DsMonth0001.EXPECTED_REPORTS&dimension=pe:202601;2026Q1&filter=ou:OuRoot00001&skipRounding=true",
-        )
-        .await,
-    );
+    let r = analytics_rows(&server, "dimension=dx:DsMonth0001.REPORTING_RATE;DsMonth0001.REPORTING_RATE_ON_TIME;DsMonth0001.ACTUAL_REPORTS;DsMonth0001.EXPECTED_REPORTS&dimension=pe:202601;2026Q1&filter=ou:OuRoot00001&skipRounding=true").await;
     assert!((r[&k(&["DsMonth0001.REPORTING_RATE", "202601"])] - 200.0 / 3.0).abs() < 1e-9);
     assert!((r[&k(&["DsMonth0001.REPORTING_RATE_ON_TIME", "202601"])] - 100.0 / 3.0).abs() < 1e-9);
     assert_eq!(r[&k(&["DsMonth0001.ACTUAL_REPORTS", "2026Q1"])], 2.0);
     assert_eq!(r[&k(&["DsMonth0001.EXPECTED_REPORTS", "2026Q1"])], 9.0);
 
     // Org unit keywords and relative periods.
-    let r = rows(
-        &analytics(
-            &server,
-            "dimension=dx:DeTested001&dimension=ou:OuRoot00001;LEVEL-3&filter=pe:LAST_3_MONTHS&relativePeriodDate=2026-04-10",
-        )
-        .await,
-    );
+    let r = analytics_rows(&server, "dimension=dx:DeTested001&dimension=ou:OuRoot00001;LEVEL-3&filter=pe:LAST_3_MONTHS&relativePeriodDate=2026-04-10").await;
     assert_eq!(
         r.keys().map(|k| k[1].as_str()).collect::<Vec<_>>(),
         ["OuFacA10001", "OuFacA20001", "OuFacB10001"]
     );
     assert_eq!(r[&k(&["DeTested001", "OuFacA10001"])], 50.0);
-    let r = rows(
-        &analytics(
-            &server,
-            "dimension=dx:DeTested001&dimension=ou:OU_GROUP-OugHosp0001&filter=pe:THIS_YEAR&relativePeriodDate=2026-06-01",
-        )
-        .await,
-    );
+    let r = analytics_rows(&server, "dimension=dx:DeTested001&dimension=ou:OU_GROUP-OugHosp0001&filter=pe:THIS_YEAR&relativePeriodDate=2026-06-01").await;
     assert_eq!(r.len(), 2);
     assert_eq!(r[&k(&["DeTested001", "OuFacB10001"])], 20.0);
     let (status, body) = server
@@ -520,10 +489,7 @@ async fn live(backend: Backend) {
     )
     .await;
     let q = "dimension=dx:DeTested001&filter=pe:202601&filter=ou:OuRoot00001";
-    assert_eq!(
-        rows(&analytics(&server, q).await)[&k(&["DeTested001"])],
-        40.0
-    );
+    assert_eq!(analytics_rows(&server, q).await[&k(&["DeTested001"])], 40.0);
     // Update, add and delete; each visible on the next query.
     post_values(
         &server,
@@ -531,10 +497,7 @@ async fn live(backend: Backend) {
                               dv("DeTested001", "202601", "OuFacB10001", None, "5")]}),
     )
     .await;
-    assert_eq!(
-        rows(&analytics(&server, q).await)[&k(&["DeTested001"])],
-        50.0
-    );
+    assert_eq!(analytics_rows(&server, q).await[&k(&["DeTested001"])], 50.0);
     let (status, body) = server
         .post_json_as(
             ADMIN.0,
@@ -544,24 +507,29 @@ async fn live(backend: Backend) {
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(
-        rows(&analytics(&server, q).await)[&k(&["DeTested001"])],
-        45.0
-    );
+    assert_eq!(analytics_rows(&server, q).await[&k(&["DeTested001"])], 45.0);
     server.stop().await;
+}
+
+async fn start_with_config(
+    backend: Backend,
+    config: hisa_server::state::Config,
+) -> Option<TestServer> {
+    let options = hisa_tests::StartOptions {
+        config,
+        ..Default::default()
+    };
+    TestServer::start_with(backend, options).await
 }
 
 /// With warm-up on (as `hisa-server serve` runs), a restarted server reads
 /// the data into memory before any query asks for it.
 async fn warm_up_after_restart(backend: Backend) {
-    let options = hisa_tests::StartOptions {
-        config: hisa_server::state::Config {
-            analytics_warm_up: true,
-            ..Default::default()
-        },
+    let config = hisa_server::state::Config {
+        analytics_warm_up: true,
         ..Default::default()
     };
-    let Some(server) = TestServer::start_with(backend, options).await else {
+    let Some(server) = start_with_config(backend, config).await else {
         return;
     };
     import_metadata(&server, country()).await;
@@ -581,13 +549,11 @@ async fn warm_up_after_restart(backend: Backend) {
         3,
         "every value is in memory before the first query"
     );
-    let r = rows(
-        &analytics(
-            &server,
-            "dimension=dx:DeTested001;DeStock0001&filter=pe:202601&filter=ou:OuRoot00001",
-        )
-        .await,
-    );
+    let r = analytics_rows(
+        &server,
+        "dimension=dx:DeTested001;DeStock0001&filter=pe:202601&filter=ou:OuRoot00001",
+    )
+    .await;
     assert_eq!(r[&k(&["DeTested001"])], 40.0);
     assert_eq!(r[&k(&["DeStock0001"])], 8.0);
     server.stop().await;
@@ -596,14 +562,11 @@ async fn warm_up_after_restart(backend: Backend) {
 /// Past its cell limit the cube drops the least recently used elements and
 /// reads them again when asked: answers stay right, memory stays bounded.
 async fn memory_stays_bounded(backend: Backend) {
-    let options = hisa_tests::StartOptions {
-        config: hisa_server::state::Config {
-            analytics_max_cells: 3,
-            ..Default::default()
-        },
+    let config = hisa_server::state::Config {
+        analytics_max_cells: 3,
         ..Default::default()
     };
-    let Some(server) = TestServer::start_with(backend, options).await else {
+    let Some(server) = start_with_config(backend, config).await else {
         return;
     };
     import_metadata(&server, country()).await;
