@@ -4,7 +4,7 @@ use std::process::Command;
 
 fn package(name: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/data/dhis2-packages")
+        .join("../tests/data/dhis2-packages")
         .join(name)
 }
 

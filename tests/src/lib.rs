@@ -287,24 +287,17 @@ macro_rules! on_both_stores {
     };
 }
 
-/// The shared/ folder beside the repository: the real DHIS2 packages.
+/// A real DHIS2 metadata package kept in `tests/data/dhis2-packages`.
 pub fn dhis2_package(name: &str) -> std::path::PathBuf {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("workspace root")
         .to_path_buf();
-    let candidates = [
-        root.join("..")
-            .join("shared")
-            .join("data")
-            .join("dhis2-packages")
-            .join(name),
-        root.join("shared-data").join(name),
-    ];
-    for c in &candidates {
-        if c.exists() {
-            return c.clone();
-        }
-    }
-    panic!("DHIS2 package {name} not found beside the repository ({candidates:?})");
+    let path = root
+        .join("tests")
+        .join("data")
+        .join("dhis2-packages")
+        .join(name);
+    assert!(path.exists(), "DHIS2 package {name} is missing: {path:?}");
+    path
 }
