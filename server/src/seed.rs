@@ -204,12 +204,7 @@ impl PeriodIds {
             }
             let p = Period::parse(iso)
                 .map_err(|e| ServerError::Internal(format!("demo period {iso}: {e}")))?;
-            missing.push(PeriodRow {
-                iso: p.iso(),
-                period_type: p.period_type().name().to_string(),
-                start_date: p.start_date(),
-                end_date: p.end_date(),
-            });
+            missing.push(PeriodRow::of(&p));
         }
         if !missing.is_empty() {
             for (iso, id) in svc.store.ensure_periods(&missing).await? {

@@ -22,7 +22,7 @@ use crate::error::{ServerError, ServerResult};
 use crate::events::{import_events, TrackerParams};
 use crate::metadata::Snapshot;
 use crate::state::{Services, ServicesInner};
-use crate::store::DataTx;
+use crate::store::{DataTx, PeriodRow, ValueKey};
 use hisa_shared::datavalue::ImportSummary;
 
 /// Lock codes of the data importer: the whole form is closed, not one value.
@@ -533,6 +533,31 @@ impl PreparedForm {
 
     /// Write in the caller's transaction, uncommitted (see
     /// [`DataImporter::finish_in`]).
+    /// The keys its values will be written at (periods unresolved, as
+    /// [`DataImporter::waiting_keys`]).
+    pub fn value_keys(&self) -> Vec<(ValueKey, PeriodRow)> {
+        match &self.step {
+            FormStep::Decided(_) => Vec::new(),
+            FormStep::Import(importer) => importer
+                .waiting_keys()
+                .map(|(key, period)| (key, PeriodRow::of(period)))
+                .collect(),
+        }
+    }
+
+    /// A copy to apply again should the first attempt's transaction be
+    /// lost; `None` once its importer holds a transaction.
+    pub fn duplicate(&self) -> Option<PreparedForm> {
+        let step = match &self.step {
+            FormStep::Decided(report) => FormStep::Decided(report.clone()),
+            FormStep::Import(importer) => FormStep::Import(Box::new(importer.duplicate()?)),
+        };
+        Some(PreparedForm {
+            form: self.form.clone(),
+            step,
+        })
+    }
+
     pub async fn apply_in(self, tx: &mut Option<Box<dyn DataTx>>) -> ServerResult<ApplyReport> {
         match self.step {
             FormStep::Decided(report) => Ok(report),

@@ -30,8 +30,8 @@ use crate::metadata::Snapshot;
 use crate::sms::{prepare_form, store_event, PreparedForm};
 use crate::state::Services;
 use crate::store::{
-    Backend, Claim, CompletionQuery, DataTx, DeviceAudit, DeviceRecord, DeviceWrite, StoreError,
-    SubmissionClaim, ValueQuery,
+    Backend, Claim, CompletionQuery, DataTx, DeviceAudit, DeviceRecord, DeviceWrite, PeriodIds,
+    StoreError, SubmissionClaim, ValueQuery, WriteBehindTx,
 };
 
 /// Most submissions in one upload: a month's forms and events of a busy
@@ -903,6 +903,7 @@ struct FormWrite {
 }
 
 /// The device's contact, recorded with an upload's last write.
+#[derive(Clone)]
 struct DeviceTouch {
     device: String,
     skew: Option<i64>,
@@ -916,6 +917,32 @@ pub struct UploadWrite {
     forms: Vec<FormWrite>,
     stale_before: i64,
     touch: Option<DeviceTouch>,
+}
+
+impl UploadWrite {
+    /// A copy to write again should the first attempt's transaction be lost.
+    fn duplicate(&self) -> Option<UploadWrite> {
+        let forms = self
+            .forms
+            .iter()
+            .map(|f| {
+                Some(FormWrite {
+                    index: f.index,
+                    claim: f.claim.clone(),
+                    form: f.form.duplicate()?,
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(UploadWrite {
+            forms,
+            stale_before: self.stale_before,
+            touch: self.touch.clone(),
+        })
+    }
+
+    fn claim_ids(&self) -> impl Iterator<Item = String> + '_ {
+        self.forms.iter().map(|f| f.claim.id.clone())
+    }
 }
 
 type WriteResults = ServerResult<Vec<(usize, SubmissionResult)>>;
@@ -1013,6 +1040,7 @@ struct Queued {
 /// parallel, one transaction per upload.
 pub struct UploadWriter {
     store: Arc<dyn crate::store::Store>,
+    periods: PeriodIds,
     queue: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<Queued>>>,
 }
 
@@ -1020,13 +1048,23 @@ impl UploadWriter {
     pub fn new(store: Arc<dyn crate::store::Store>) -> UploadWriter {
         UploadWriter {
             store,
+            periods: PeriodIds::default(),
             queue: std::sync::Mutex::new(None),
         }
     }
 
     async fn write(&self, write: UploadWrite) -> WriteResults {
         if self.store.backend() != Backend::Sqlite {
-            return write_alone(&*self.store, write).await;
+            let spare = write.duplicate();
+            return match write_held(&*self.store, &self.periods, vec![write]).await {
+                Ok(mut answers) => answers.pop().unwrap_or_else(|| {
+                    Err(ServerError::Internal("an upload went unanswered".into()))
+                }),
+                Err(e) => {
+                    tracing::debug!(error = %e, "held upload not committed; writing it again");
+                    write_again(&*self.store, spare).await
+                }
+            };
         }
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.sender()?
@@ -1049,6 +1087,7 @@ impl UploadWriter {
         }
         let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
         let store = self.store.clone();
+        let periods = self.periods.clone();
         // A thread of its own: the writer is a chain of statements, and on
         // the requests' runtime each of its wake-ups queued behind every
         // request task ready to run.
@@ -1059,7 +1098,7 @@ impl UploadWriter {
                     .enable_all()
                     .build()
                 {
-                    Ok(runtime) => runtime.block_on(write_groups(store, receiver)),
+                    Ok(runtime) => runtime.block_on(write_groups(store, periods, receiver)),
                     Err(e) => tracing::error!(error = %e, "the upload writer could not start"),
                 }
             })
@@ -1071,7 +1110,41 @@ impl UploadWriter {
     }
 }
 
-async fn write_alone(store: &dyn crate::store::Store, write: UploadWrite) -> WriteResults {
+/// Write uploads in one transaction whose writes wait in memory until
+/// commit ([`WriteBehindTx`]): reads are the only statements before it.
+/// An error means nothing was written; the uploads' answers are each
+/// upload's own outcome.
+async fn write_held(
+    store: &dyn crate::store::Store,
+    periods: &PeriodIds,
+    writes: Vec<UploadWrite>,
+) -> ServerResult<Vec<WriteResults>> {
+    let mut held = WriteBehindTx::new(store.begin_data().await?, periods.clone());
+    let ids: Vec<String> = writes.iter().flat_map(UploadWrite::claim_ids).collect();
+    held.read_claims(&ids).await?;
+    let keys = writes
+        .iter()
+        .flat_map(|w| w.forms.iter().flat_map(|f| f.form.value_keys()))
+        .collect();
+    held.read_values(keys).await?;
+    let mut slot: Option<Box<dyn DataTx>> = Some(Box::new(held));
+    let mut answers = Vec::with_capacity(writes.len());
+    for write in writes {
+        answers.push(write_forms(&mut slot, write).await);
+    }
+    slot.take()
+        .ok_or_else(|| ServerError::Internal("the upload's transaction was lost".into()))?
+        .commit()
+        .await?;
+    Ok(answers)
+}
+
+/// The slow way, after a held write failed: a transaction of its own,
+/// each form under a savepoint of the database, so one form's failure is
+/// its own and an id recorded meanwhile by another request is seen.
+async fn write_again(store: &dyn crate::store::Store, write: Option<UploadWrite>) -> WriteResults {
+    let write = write
+        .ok_or_else(|| ServerError::Internal("the upload could not be written again".into()))?;
     let mut slot = Some(store.begin_data().await?);
     let written = write_forms(&mut slot, write).await;
     if let Some(tx) = slot.take() {
@@ -1080,9 +1153,11 @@ async fn write_alone(store: &dyn crate::store::Store, write: UploadWrite) -> Wri
     written
 }
 
-/// The SQLite writer's loop: everything queued, one transaction, one commit.
+/// The SQLite writer's loop: everything queued, one transaction, one
+/// commit; should that fail, each upload again in its own.
 async fn write_groups(
     store: Arc<dyn crate::store::Store>,
+    periods: PeriodIds,
     mut queue: tokio::sync::mpsc::UnboundedReceiver<Queued>,
 ) {
     while let Some(first) = queue.recv().await {
@@ -1093,37 +1168,22 @@ async fn write_groups(
                 Err(_) => break,
             }
         }
-        let mut slot = match store.begin_data().await {
-            Ok(tx) => Some(tx),
-            Err(e) => {
-                let message = format!("could not begin the upload transaction: {e}");
-                for q in group {
-                    let _ = q.reply.send(Err(ServerError::Internal(message.clone())));
+        let spares: Vec<Option<UploadWrite>> = group.iter().map(|q| q.write.duplicate()).collect();
+        let (replies, writes): (Vec<_>, Vec<_>) =
+            group.into_iter().map(|q| (q.reply, q.write)).unzip();
+        match write_held(&*store, &periods, writes).await {
+            Ok(answers) => {
+                for (reply, answer) in replies.into_iter().zip(answers) {
+                    // The request may be gone (its link cut); the phone will ask again.
+                    let _ = reply.send(answer);
                 }
-                continue;
             }
-        };
-        let mut answers = Vec::with_capacity(group.len());
-        for q in group {
-            let written = write_forms(&mut slot, q.write).await;
-            answers.push((q.reply, written));
-        }
-        let committed = match slot.take() {
-            Some(tx) => tx.commit().await.map_err(|e| e.to_string()),
-            None => Err("the transaction was lost".to_string()),
-        };
-        if let Err(e) = &committed {
-            tracing::error!(error = %e, "upload group not committed");
-        }
-        for (reply, written) in answers {
-            let answer = match &committed {
-                Ok(()) => written,
-                Err(e) => Err(ServerError::Internal(format!(
-                    "the upload was not committed: {e}"
-                ))),
-            };
-            // The request may be gone (its link cut); the phone will ask again.
-            let _ = reply.send(answer);
+            Err(e) => {
+                tracing::warn!(error = %e, uploads = replies.len(), "upload group not committed; writing each upload alone");
+                for (reply, spare) in replies.into_iter().zip(spares) {
+                    let _ = reply.send(write_again(&*store, spare).await);
+                }
+            }
         }
     }
 }

@@ -568,12 +568,7 @@ pub async fn post_completions(
             .map(|d| d.midnight().assume_utc())
             .filter(|d| *d <= time::OffsetDateTime::now_utc())
             .unwrap_or_else(time::OffsetDateTime::now_utc);
-        let row = crate::store::PeriodRow {
-            iso: period.iso(),
-            period_type: period.period_type().name().to_string(),
-            start_date: period.start_date(),
-            end_date: period.end_date(),
-        };
+        let row = crate::store::PeriodRow::of(&period);
         let period_id = tx.ensure_periods(&[row]).await?[0].1;
         let write = crate::store::CompletionWrite {
             data_set_id: ds_rules.id,

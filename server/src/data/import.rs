@@ -858,30 +858,26 @@ impl DataImporter {
             return Ok(());
         }
         let mut batch = std::mem::take(&mut self.batch);
-        let missing: Vec<PeriodRow> = {
-            let mut seen = std::collections::HashSet::new();
-            batch
-                .iter()
-                .filter(|c| !self.periods.contains_key(&c.period.iso()))
-                .filter(|c| seen.insert(c.period.iso()))
-                .map(|c| PeriodRow {
-                    iso: c.period.iso(),
-                    period_type: c.period.period_type().name().to_string(),
-                    start_date: c.period.start_date(),
-                    end_date: c.period.end_date(),
-                })
-                .collect()
-        };
+        // A batch holds few periods (a form, one): name each once.
+        let mut isos: HashMap<Period, String> = HashMap::new();
+        for c in &batch {
+            isos.entry(c.period).or_insert_with(|| c.period.iso());
+        }
+        let missing: Vec<PeriodRow> = isos
+            .iter()
+            .filter(|(_, iso)| !self.periods.contains_key(*iso))
+            .map(|(p, _)| PeriodRow::of(p))
+            .collect();
         if !missing.is_empty() {
             let ids = self.tx().await?.ensure_periods(&missing).await?;
             self.periods.extend(ids);
         }
+        let ids: HashMap<Period, i64> = isos
+            .iter()
+            .map(|(p, iso)| (*p, self.periods.get(iso).copied().unwrap_or_default()))
+            .collect();
         for c in batch.iter_mut() {
-            c.key.period_id = self
-                .periods
-                .get(&c.period.iso())
-                .copied()
-                .unwrap_or_default();
+            c.key.period_id = ids.get(&c.period).copied().unwrap_or_default();
         }
         let existing: HashMap<ValueKey, StoredValue> = if self.opts.skip_existing_check {
             HashMap::new()
@@ -1006,7 +1002,7 @@ impl DataImporter {
                     audits.push(audit("CREATE", None, c.value.clone()));
                     Some(StoredValue {
                         key: c.key,
-                        period_iso: c.period.iso(),
+                        period_iso: isos.get(&c.period).cloned().unwrap_or_default(),
                         value: c.value.clone(),
                         comment: c.comment.clone(),
                         follow_up,
@@ -1062,6 +1058,40 @@ impl DataImporter {
             }
         }
         Ok(summary)
+    }
+
+    /// The keys of the values waiting to be written, their periods not yet
+    /// resolved to ids (`period_id` 0), each with its period.
+    pub fn waiting_keys(&self) -> impl Iterator<Item = (ValueKey, &Period)> {
+        self.batch.iter().map(|c| (c.key, &c.period))
+    }
+
+    /// A copy of an importer that has written nothing yet, so the same
+    /// values can be written again should the first attempt's transaction
+    /// be lost; `None` once it holds a transaction.
+    pub fn duplicate(&self) -> Option<DataImporter> {
+        if self.tx.is_some() {
+            return None;
+        }
+        Some(DataImporter {
+            snap: self.snap.clone(),
+            store: self.store.clone(),
+            caller: self.caller.clone(),
+            opts: self.opts.clone(),
+            summary: self.summary.clone(),
+            header: self.header.clone(),
+            headers: self.headers.clone(),
+            aborted: self.aborted,
+            index: self.index,
+            batch: self.batch.clone(),
+            tx: None,
+            periods: self.periods.clone(),
+            now: self.now,
+            today: self.today,
+            approval_locks: self.approval_locks.clone(),
+            deferred: self.deferred,
+            outer: self.outer,
+        })
     }
 
     /// Hold every value until [`DataImporter::finish_in`]: nothing is
@@ -1264,12 +1294,7 @@ impl DataImporter {
                 return Ok(());
             }
         }
-        let row = PeriodRow {
-            iso: period.iso(),
-            period_type: period.period_type().name().to_string(),
-            start_date: period.start_date(),
-            end_date: period.end_date(),
-        };
+        let row = PeriodRow::of(&period);
         let dry_run = self.opts.dry_run;
         let channel = self.opts.channel.as_str();
         let device = self.opts.device.clone();

@@ -26,6 +26,7 @@ macro_rules! push_in {
 mod approval;
 mod sms;
 mod sql;
+mod write_behind;
 
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
@@ -40,9 +41,10 @@ pub use approval::{
 };
 pub use sms::{
     Claim, DeviceAudit, DeviceLogin, DeviceRecord, DeviceStore, DeviceWrite, PolicyRecord,
-    SubmissionClaim,
+    RecordedSubmission, StoredClaim, SubmissionClaim,
 };
 pub use sql::{PgStore, SqliteStore};
+pub use write_behind::{PeriodIds, WriteBehindTx};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -154,6 +156,17 @@ pub struct PeriodRow {
     pub period_type: String,
     pub start_date: Date,
     pub end_date: Date,
+}
+
+impl PeriodRow {
+    pub fn of(period: &hisa_shared::period::Period) -> PeriodRow {
+        PeriodRow {
+            iso: period.iso(),
+            period_type: period.period_type().name().to_string(),
+            start_date: period.start_date(),
+            end_date: period.end_date(),
+        }
+    }
 }
 
 /// A data value by internal ids, as the services resolve them.
@@ -409,6 +422,15 @@ impl ValueFeed {
     }
 }
 
+/// A completion's audit row, as [`DataTx::audit_completion`] writes it.
+#[derive(Debug, Clone)]
+pub struct CompletionAudit {
+    pub completion: CompletionWrite,
+    pub audit_type: String,
+    pub channel: String,
+    pub device: Option<String>,
+}
+
 /// A unit of data writing: one transaction, committed or dropped (rolled back).
 #[async_trait]
 pub trait DataTx: Send {
@@ -464,6 +486,16 @@ pub trait DataTx: Send {
     ) -> StoreResult<bool>;
     /// The stored claim of a submission id, as [`Claim::Existing`].
     async fn submission(&mut self, id: &str) -> StoreResult<Option<Claim>>;
+    /// The stored rows of these submission ids (those that have one).
+    async fn claims(&mut self, ids: &[String]) -> StoreResult<Vec<StoredClaim>>;
+    /// Record submissions whose ids had no row when read: how many were
+    /// recorded. Fewer means another request claimed one meanwhile, and
+    /// the caller must not commit.
+    async fn record_new_submissions(&mut self, rows: &[RecordedSubmission]) -> StoreResult<u64>;
+    /// Many [`DataTx::put_completion`]s in as few statements as the database allows.
+    async fn put_completions(&mut self, rows: &[(CompletionWrite, bool)]) -> StoreResult<()>;
+    /// Many [`DataTx::audit_completion`]s in as few statements as the database allows.
+    async fn audit_completions(&mut self, rows: &[CompletionAudit]) -> StoreResult<()>;
     /// [`DeviceStore::touch_device`] inside this transaction.
     async fn touch_device(
         &mut self,

@@ -54,6 +54,25 @@ pub enum Claim {
     },
 }
 
+/// A submission id's row as stored, read ahead for a group of uploads so
+/// that repeats are answered without a statement each.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredClaim {
+    pub id: String,
+    pub status: String,
+    pub result: Option<String>,
+    pub received_at: i64,
+    pub updated_at: i64,
+}
+
+/// A submission applied in a transaction, recorded with its final result.
+#[derive(Debug, Clone)]
+pub struct RecordedSubmission {
+    pub claim: SubmissionClaim,
+    pub status: String,
+    pub result: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct SubmissionClaim {
     pub id: String,

@@ -33,7 +33,13 @@ pub struct SqliteStore {
     pub(super) writer: SqlitePool,
     pub(super) reader: SqlitePool,
     pub(super) feed: ValueFeed,
+    /// Held by every clone of the store; the checkpointer stops once the
+    /// last one is dropped.
+    _alive: std::sync::Arc<()>,
 }
+
+/// How often the checkpointer copies the write-ahead log into the database.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
 impl SqliteStore {
     pub async fn open(url: &str) -> StoreResult<SqliteStore> {
@@ -50,10 +56,21 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(30))
             // The default 2 MB page cache thrashes on a national data table.
             .pragma("cache_size", "-65536")
-            .pragma("temp_store", "memory");
+            .pragma("temp_store", "memory")
+            // A log reset to empty by a checkpoint is cut back to this size.
+            .pragma("journal_size_limit", "67108864");
+        // Checkpoints are the checkpointer's: left to the writer, the commit
+        // that crosses SQLite's 1,000-page mark copies the whole log into the
+        // database and syncs it, and a large commit paid for that each time.
+        let writer_options = options.clone().pragma("wal_autocheckpoint", "0");
         // A local file does not drop connections: no ping (a round trip to
         // the connection's thread) before every use.
         let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .test_before_acquire(false)
+            .connect_with(writer_options)
+            .await?;
+        let checkpointer = SqlitePoolOptions::new()
             .max_connections(1)
             .test_before_acquire(false)
             .connect_with(options.clone())
@@ -63,12 +80,43 @@ impl SqliteStore {
             .test_before_acquire(false)
             .connect_with(options.read_only(true))
             .await?;
+        let alive = std::sync::Arc::new(());
+        tokio::spawn(checkpoint_while(
+            std::sync::Arc::downgrade(&alive),
+            checkpointer,
+        ));
         Ok(SqliteStore {
             writer,
             reader,
             feed: ValueFeed::default(),
+            _alive: alive,
         })
     }
+}
+
+/// Copy the write-ahead log into the database beside the writer, never in
+/// its way: a passive checkpoint takes what is committed and waits for
+/// nobody. The log restarts from its beginning once all of it is copied.
+async fn checkpoint_while(alive: std::sync::Weak<()>, pool: SqlitePool) {
+    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if alive.upgrade().is_none() {
+            break;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+        {
+            tracing::warn!(error = %e, "SQLite checkpoint failed; will try again");
+        }
+    }
+    // The last copy, so a closed database needs no recovery of its log.
+    let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(&pool)
+        .await;
+    pool.close().await;
 }
 
 #[derive(Clone)]
@@ -384,6 +432,109 @@ macro_rules! impl_store {
                     })
                 })
                 .transpose()
+            }
+
+            async fn claims(&mut self, ids: &[String]) -> StoreResult<Vec<StoredClaim>> {
+                let mut out = Vec::new();
+                for chunk in ids.chunks(BATCH_ROWS) {
+                    let mut q: QueryBuilder<$db> = QueryBuilder::new(
+                        "SELECT id, status, result, received_at, updated_at FROM sync_submission WHERE id IN (",
+                    );
+                    let mut sep = q.separated(", ");
+                    for id in chunk {
+                        sep.push_bind(id);
+                    }
+                    q.push(")");
+                    for r in q.build().fetch_all(&mut *self.tx).await? {
+                        out.push(StoredClaim {
+                            id: r.try_get("id")?,
+                            status: r.try_get("status")?,
+                            result: r.try_get("result")?,
+                            received_at: r.try_get("received_at")?,
+                            updated_at: r.try_get("updated_at")?,
+                        });
+                    }
+                }
+                Ok(out)
+            }
+
+            async fn record_new_submissions(&mut self, rows: &[RecordedSubmission]) -> StoreResult<u64> {
+                let now = crate::sync::now_ms();
+                let mut recorded = 0;
+                for chunk in rows.chunks(BATCH_ROWS) {
+                    let mut q: QueryBuilder<$db> = QueryBuilder::new(
+                        "INSERT INTO sync_submission (id, device_uid, user_uid, kind, status, received_at,
+                           device_time, captured_at, future_dated, updated_at, result) ",
+                    );
+                    q.push_values(chunk, |mut b, r| {
+                        let c = &r.claim;
+                        b.push_bind(&c.id)
+                            .push_bind(&c.device)
+                            .push_bind(&c.user)
+                            .push_bind(&c.kind)
+                            .push_bind(&r.status)
+                            .push_bind(c.received_at)
+                            .push_bind(&c.device_time)
+                            .push_bind(&c.captured_at)
+                            .push_bind(c.future_dated)
+                            .push_bind(now)
+                            .push_bind(&r.result);
+                    });
+                    q.push(" ON CONFLICT (id) DO NOTHING");
+                    recorded += q.build().execute(&mut *self.tx).await?.rows_affected();
+                }
+                Ok(recorded)
+            }
+
+            async fn put_completions(&mut self, rows: &[(CompletionWrite, bool)]) -> StoreResult<()> {
+                let now = OffsetDateTime::now_utc();
+                for chunk in rows.chunks(BATCH_ROWS) {
+                    let mut q: QueryBuilder<$db> = QueryBuilder::new(
+                        "INSERT INTO complete_registration (data_set_id, period_id, org_unit_id,
+                           attribute_option_combo_id, completed, completed_by, completed_at, last_updated) ",
+                    );
+                    q.push_values(chunk, |mut b, (c, completed)| {
+                        b.push_bind(c.data_set_id)
+                            .push_bind(c.period_id)
+                            .push_bind(c.org_unit_id)
+                            .push_bind(c.attribute_option_combo_id)
+                            .push_bind(*completed)
+                            .push_bind(&c.completed_by)
+                            .push_bind(c.completed_at)
+                            .push_bind(now);
+                    });
+                    q.push(
+                        " ON CONFLICT (data_set_id, period_id, org_unit_id, attribute_option_combo_id)
+                         DO UPDATE SET completed = excluded.completed, completed_by = excluded.completed_by,
+                           completed_at = excluded.completed_at, last_updated = excluded.last_updated",
+                    );
+                    q.build().execute(&mut *self.tx).await?;
+                }
+                Ok(())
+            }
+
+            async fn audit_completions(&mut self, rows: &[CompletionAudit]) -> StoreResult<()> {
+                let now = OffsetDateTime::now_utc();
+                for chunk in rows.chunks(BATCH_ROWS) {
+                    let mut q: QueryBuilder<$db> = QueryBuilder::new(
+                        "INSERT INTO completion_audit (data_set_id, period_id, org_unit_id,
+                           attribute_option_combo_id, audit_type, modified_by, created, channel, device) ",
+                    );
+                    q.push_values(chunk, |mut b, a| {
+                        let c = &a.completion;
+                        b.push_bind(c.data_set_id)
+                            .push_bind(c.period_id)
+                            .push_bind(c.org_unit_id)
+                            .push_bind(c.attribute_option_combo_id)
+                            .push_bind(&a.audit_type)
+                            .push_bind(&c.completed_by)
+                            .push_bind(now)
+                            .push_bind(&a.channel)
+                            .push_bind(&a.device);
+                    });
+                    q.build().execute(&mut *self.tx).await?;
+                }
+                Ok(())
             }
 
             async fn touch_device(
@@ -1163,18 +1314,17 @@ where
 }
 
 /// Current rows for a batch of keys. SQLite has one writer, so no row locks
-/// are needed; keys go in as a row-value list.
+/// are needed. The keys are a table the query walks, one key lookup each
+/// (`CROSS JOIN` fixes that order): as a row-value `IN` list, SQLite's
+/// planner may scan the whole `data_value` table instead.
 async fn existing_values_sqlite(
     tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
     keys: &[ValueKey],
 ) -> StoreResult<Vec<StoredValue>> {
     let mut out = Vec::with_capacity(keys.len());
     for chunk in keys.chunks(500) {
-        let mut q: QueryBuilder<sqlx::Sqlite> = QueryBuilder::new(format!(
-            "SELECT {VALUE_COLUMNS} FROM data_value d JOIN period p ON p.id = d.period_id
-             WHERE (d.org_unit_id, d.period_id, d.data_element_id, d.category_option_combo_id,
-                    d.attribute_option_combo_id) IN (VALUES "
-        ));
+        let mut q: QueryBuilder<sqlx::Sqlite> =
+            QueryBuilder::new("WITH k (ou, pe, de, coc, aoc) AS (VALUES ");
         for (i, k) in chunk.iter().enumerate() {
             if i > 0 {
                 q.push(", ");
@@ -1188,7 +1338,12 @@ async fn existing_values_sqlite(
                 .push_bind(k.attribute_option_combo_id);
             q.push(")");
         }
-        q.push(")");
+        q.push(format!(
+            ") SELECT {VALUE_COLUMNS} FROM k CROSS JOIN data_value d
+               ON d.org_unit_id = k.ou AND d.period_id = k.pe AND d.data_element_id = k.de
+              AND d.category_option_combo_id = k.coc AND d.attribute_option_combo_id = k.aoc
+             JOIN period p ON p.id = d.period_id"
+        ));
         for row in q.build().fetch_all(&mut **tx).await? {
             out.push(stored_value_from_row(&row)?);
         }
