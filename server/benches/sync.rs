@@ -19,7 +19,10 @@
 //!    as the superuser `admin` (Basic auth, its cache warmed first). Prints
 //!    submissions/s and p50/p95/p99/max latency of both and the ratios.
 //!    Targets: ≥ 500 submissions/s, p99 < 300 ms. `HISA_BENCH_IN_FLIGHT=N`
-//!    caps the requests in flight (1: one request's service time).
+//!    caps the requests in flight (1: one request's service time). Then
+//!    the same devices send their form again (other values) paced at
+//!    500/s, one every 2 ms whatever the others are doing, and the
+//!    baseline at the same pace: p99 at the target rate offered.
 //! 3. The same on PostgreSQL (a fresh schema, dropped at the end) when
 //!    `HISA_BENCH_DATABASE_URL=postgres://…` is set.
 //!
