@@ -60,7 +60,7 @@ use hisa_shared::sync::{
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{HeaderMap, HeaderValue};
 use serde_json::{json, Value};
 
 const BENCH_DATA_SET: &str = "BnchMonth40";
@@ -391,6 +391,28 @@ fn data_value_set(org_unit: &str, period: &str, values: &[(Field, String)]) -> V
 }
 
 /// Roughly what HTTP/1.1 puts around a body: status or request line and headers.
+/// A gzipped JSON body sent with this `Authorization`, gzip accepted back.
+fn gzip_json_headers(authorization: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        HeaderValue::from_str(authorization).expect("header"),
+    );
+    headers.insert(
+        reqwest::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        reqwest::header::CONTENT_ENCODING,
+        HeaderValue::from_static("gzip"),
+    );
+    headers.insert(
+        reqwest::header::ACCEPT_ENCODING,
+        HeaderValue::from_static("gzip"),
+    );
+    headers
+}
+
 fn header_bytes(first_line: &str, headers: &HeaderMap) -> usize {
     first_line.len()
         + 2
@@ -760,23 +782,7 @@ async fn run(
         SubmissionBody::Form(f) => serde_json::to_vec(&f.values).expect("serialise values"),
         SubmissionBody::Event(_) => unreachable!(),
     };
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        reqwest::header::AUTHORIZATION,
-        HeaderValue::from_str(&phone.authorization()).expect("header"),
-    );
-    headers.insert(
-        reqwest::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    headers.insert(
-        reqwest::header::CONTENT_ENCODING,
-        HeaderValue::from_static("gzip"),
-    );
-    headers.insert(
-        reqwest::header::ACCEPT_ENCODING,
-        HeaderValue::from_static("gzip"),
-    );
+    let headers = gzip_json_headers(&phone.authorization());
     let mut request_headers = headers.clone();
     request_headers.insert(
         reqwest::header::HOST,
@@ -899,23 +905,7 @@ async fn run(
             .map(|(k, (device, (ou, period)))| {
                 let values = form_values(&fields, 1 + k as u64, revision);
                 let body = serde_json::to_vec(&upload_request(ou, period, &values)).expect("json");
-                let mut headers = HeaderMap::new();
-                headers.insert(
-                    reqwest::header::AUTHORIZATION,
-                    HeaderValue::from_str(&device.authorization()).expect("header"),
-                );
-                headers.insert(
-                    reqwest::header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
-                headers.insert(
-                    reqwest::header::CONTENT_ENCODING,
-                    HeaderValue::from_static("gzip"),
-                );
-                headers.insert(
-                    reqwest::header::ACCEPT_ENCODING,
-                    HeaderValue::from_static("gzip"),
-                );
+                let headers = gzip_json_headers(&device.authorization());
                 Shot {
                     url: server.url("/api/sync/v1/data"),
                     headers,
@@ -935,23 +925,7 @@ async fn run(
             .map(|(k, (ou, period))| {
                 let values = form_values(&fields, 1 + k as u64, revision);
                 let body = serde_json::to_vec(&data_value_set(ou, period, &values)).expect("json");
-                let mut headers = HeaderMap::new();
-                headers.insert(
-                    reqwest::header::AUTHORIZATION,
-                    HeaderValue::from_str(&admin).expect("header"),
-                );
-                headers.insert(
-                    reqwest::header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
-                headers.insert(
-                    reqwest::header::CONTENT_ENCODING,
-                    HeaderValue::from_static("gzip"),
-                );
-                headers.insert(
-                    HeaderName::from_static("accept-encoding"),
-                    HeaderValue::from_static("gzip"),
-                );
+                let headers = gzip_json_headers(&admin);
                 Shot {
                     url: server.url("/api/dataValueSets"),
                     headers,

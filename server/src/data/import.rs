@@ -1020,16 +1020,7 @@ impl DataImporter {
             // once (PostgreSQL refuses more), so the last write wins here.
             let mut last: HashMap<ValueKey, usize> = HashMap::with_capacity(writes.len());
             for (i, w) in writes.iter().enumerate() {
-                last.insert(
-                    ValueKey {
-                        org_unit_id: w.org_unit_id,
-                        period_id: w.period_id,
-                        data_element_id: w.data_element_id,
-                        category_option_combo_id: w.category_option_combo_id,
-                        attribute_option_combo_id: w.attribute_option_combo_id,
-                    },
-                    i,
-                );
+                last.insert(w.key(), i);
             }
             if last.len() < writes.len() {
                 let keep: std::collections::HashSet<usize> = last.into_values().collect();

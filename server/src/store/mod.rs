@@ -301,6 +301,18 @@ pub struct ValueChange {
     pub last_updated: OffsetDateTime,
 }
 
+impl DataValueWrite {
+    pub fn key(&self) -> ValueKey {
+        ValueKey {
+            org_unit_id: self.org_unit_id,
+            period_id: self.period_id,
+            data_element_id: self.data_element_id,
+            category_option_combo_id: self.category_option_combo_id,
+            attribute_option_combo_id: self.attribute_option_combo_id,
+        }
+    }
+}
+
 impl From<&DataValueWrite> for ValueChange {
     fn from(w: &DataValueWrite) -> ValueChange {
         ValueChange {

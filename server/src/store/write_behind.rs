@@ -276,7 +276,7 @@ impl WriteBehindTx {
                 .values
                 .iter()
                 .enumerate()
-                .filter(|(i, w)| last.get(&key_of(w)) == Some(i))
+                .filter(|(i, w)| last.get(&w.key()) == Some(i))
                 .map(|(_, w)| w.clone())
                 .collect();
             self.inner.put_values(&writes).await?;
@@ -338,21 +338,11 @@ impl WriteBehindTx {
     }
 }
 
-fn key_of(w: &DataValueWrite) -> ValueKey {
-    ValueKey {
-        org_unit_id: w.org_unit_id,
-        period_id: w.period_id,
-        data_element_id: w.data_element_id,
-        category_option_combo_id: w.category_option_combo_id,
-        attribute_option_combo_id: w.attribute_option_combo_id,
-    }
-}
-
 fn index_values(values: &[DataValueWrite]) -> HashMap<ValueKey, usize> {
     values
         .iter()
         .enumerate()
-        .map(|(i, w)| (key_of(w), i))
+        .map(|(i, w)| (w.key(), i))
         .collect()
 }
 
@@ -391,7 +381,7 @@ impl DataTx for WriteBehindTx {
 
     async fn put_values(&mut self, values: &[DataValueWrite]) -> StoreResult<()> {
         for w in values {
-            self.value_at.insert(key_of(w), self.values.len());
+            self.value_at.insert(w.key(), self.values.len());
             self.values.push(w.clone());
         }
         Ok(())
@@ -669,7 +659,7 @@ mod tests {
             db.log.push(format!("put_values {}", values.len()));
             for w in values {
                 let v = StoredValue {
-                    key: key_of(w),
+                    key: w.key(),
                     period_iso: String::new(),
                     value: w.value.clone(),
                     comment: w.comment.clone(),
@@ -946,26 +936,20 @@ mod tests {
             .collect();
         tx.read_claims(&ids).await.unwrap();
         let stale_before = 10;
-        assert!(!tx
-            .record_submission(&claim("done"), "OK", "{}", stale_before)
-            .await
-            .unwrap());
-        assert!(tx
-            .record_submission(&claim("dead"), "OK", "{}", stale_before)
-            .await
-            .unwrap());
-        assert!(!tx
-            .record_submission(&claim("busy"), "OK", "{}", stale_before)
-            .await
-            .unwrap());
-        assert!(tx
-            .record_submission(&claim("new"), "OK", "{\"n\":1}", stale_before)
-            .await
-            .unwrap());
-        assert!(!tx
-            .record_submission(&claim("new"), "OK", "{}", stale_before)
-            .await
-            .unwrap());
+        // Stored and done, a dead request's, a live request's, new, new again.
+        for (id, result, recorded) in [
+            ("done", "{}", false),
+            ("dead", "{}", true),
+            ("busy", "{}", false),
+            ("new", "{\"n\":1}", true),
+            ("new", "{}", false),
+        ] {
+            let got = tx
+                .record_submission(&claim(id), "OK", result, stale_before)
+                .await
+                .unwrap();
+            assert_eq!(got, recorded, "{id}");
+        }
         match tx.submission("new").await.unwrap() {
             Some(Claim::Existing { result, .. }) => {
                 assert_eq!(result.as_deref(), Some("{\"n\":1}"))
