@@ -221,10 +221,18 @@ macro_rules! impl_approval_store {
             }
 
             async fn all_approvals(&self) -> StoreResult<Vec<ApprovalRow>> {
+                let cache = &self.caches.approvals;
+                if let Some(rows) = cache.get() {
+                    return Ok(rows);
+                }
+                let generation = cache.generation();
                 let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM data_approval"))
                     .fetch_all(&self.reader)
                     .await?;
-                rows.iter().map(approval_from).collect::<Result<_, _>>().map_err(StoreError::from)
+                let rows: Vec<ApprovalRow> =
+                    rows.iter().map(approval_from).collect::<Result<_, _>>().map_err(StoreError::from)?;
+                cache.keep(generation, &rows);
+                Ok(rows)
             }
 
             async fn approvals(&self, workflow: &str, period: &str) -> StoreResult<Vec<ApprovalRow>> {
@@ -259,6 +267,7 @@ macro_rules! impl_approval_store {
                 }
                 insert_audit(&mut tx, audit).await?;
                 tx.commit().await?;
+                self.caches.approvals.invalidate();
                 Ok(true)
             }
 
@@ -279,6 +288,7 @@ macro_rules! impl_approval_store {
                 }
                 insert_audit(&mut tx, a).await?;
                 tx.commit().await?;
+                self.caches.approvals.invalidate();
                 Ok(true)
             }
 
@@ -304,6 +314,7 @@ macro_rules! impl_approval_store {
                 }
                 insert_audit(&mut tx, a).await?;
                 tx.commit().await?;
+                self.caches.approvals.invalidate();
                 Ok(true)
             }
 

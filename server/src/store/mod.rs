@@ -26,6 +26,7 @@ macro_rules! push_in {
 mod approval;
 mod sms;
 mod sql;
+mod table_cache;
 mod write_behind;
 
 use std::collections::HashSet;
@@ -44,6 +45,7 @@ pub use sms::{
     RecordedSubmission, StoredClaim, SubmissionClaim,
 };
 pub use sql::{PgStore, SqliteStore};
+pub use table_cache::StoreCaches;
 pub use write_behind::{PeriodIds, WriteBehindTx};
 
 #[derive(Debug, thiserror::Error)]

@@ -1160,6 +1160,11 @@ macro_rules! impl_sms_store {
             }
 
             async fn policies(&self) -> StoreResult<Vec<PolicyRecord>> {
+                let cache = &self.caches.policies;
+                if let Some(rows) = cache.get() {
+                    return Ok(rows);
+                }
+                let generation = cache.generation();
                 let rows = sqlx::query(
                     "SELECT uid, name, scope, target, rules, updated_at FROM device_policy ORDER BY name, uid",
                 )
@@ -1176,8 +1181,9 @@ macro_rules! impl_sms_store {
                             updated_at: r.try_get("updated_at")?,
                         })
                     })
-                    .collect::<Result<_, sqlx::Error>>()
+                    .collect::<Result<Vec<_>, sqlx::Error>>()
                     .map_err(StoreError::from)
+                    .inspect(|rows| cache.keep(generation, rows))
             }
 
             async fn put_policy(&self, p: &PolicyRecord) -> StoreResult<()> {
@@ -1196,6 +1202,7 @@ macro_rules! impl_sms_store {
                 .execute(&self.writer)
                 .await
                 .map_err(crate::store::sql::map_unique)?;
+                self.caches.policies.invalidate();
                 Ok(())
             }
 
@@ -1204,6 +1211,7 @@ macro_rules! impl_sms_store {
                     .bind(uid)
                     .execute(&self.writer)
                     .await?;
+                self.caches.policies.invalidate();
                 Ok(done.rows_affected() > 0)
             }
 

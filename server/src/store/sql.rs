@@ -33,6 +33,7 @@ pub struct SqliteStore {
     pub(super) writer: SqlitePool,
     pub(super) reader: SqlitePool,
     pub(super) feed: ValueFeed,
+    pub(super) caches: std::sync::Arc<StoreCaches>,
     /// Held by every clone of the store; the checkpointer stops once the
     /// last one is dropped.
     _alive: std::sync::Arc<()>,
@@ -89,6 +90,8 @@ impl SqliteStore {
             writer,
             reader,
             feed: ValueFeed::default(),
+            // The file's one writer is this process.
+            caches: std::sync::Arc::new(StoreCaches::new(None)),
             _alive: alive,
         })
     }
@@ -124,7 +127,11 @@ pub struct PgStore {
     pub(super) writer: PgPool,
     pub(super) reader: PgPool,
     pub(super) feed: ValueFeed,
+    pub(super) caches: std::sync::Arc<StoreCaches>,
 }
+
+/// How long another instance's write to a cached table may go unseen here.
+const PG_CACHE_TTL: Duration = Duration::from_secs(1);
 
 impl PgStore {
     pub async fn connect(url: &str) -> StoreResult<PgStore> {
@@ -142,6 +149,7 @@ impl PgStore {
             writer: pool.clone(),
             reader: pool,
             feed: ValueFeed::default(),
+            caches: std::sync::Arc::new(StoreCaches::new(Some(PG_CACHE_TTL))),
         })
     }
 }
