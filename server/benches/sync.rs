@@ -449,6 +449,15 @@ async fn fire(shots: Vec<Shot>, in_flight: usize) -> (Vec<Outcome>, Duration) {
     fire_at(shots, in_flight, None).await
 }
 
+/// Write the kernel's dirty pages out before a measured run, so that it
+/// does not pay for the writes of the setup (seeding writes hundreds of
+/// megabytes) or of the run before it.
+fn settle_disk() {
+    if let Err(e) = std::process::Command::new("sync").status() {
+        println!("note: `sync` could not run ({e}); runs may pay for earlier writes");
+    }
+}
+
 /// Send shot *i* at `i / rate` seconds after the release (an open load:
 /// each goes at its time whatever the others are doing), or all at once
 /// when `rate` is `None`.
@@ -457,6 +466,7 @@ async fn fire_at(
     in_flight: usize,
     rate: Option<f64>,
 ) -> (Vec<Outcome>, Duration) {
+    settle_disk();
     let client = reqwest::Client::builder()
         .no_gzip()
         .timeout(Duration::from_secs(600))
