@@ -265,8 +265,15 @@ async fn accept_loop(listener: TcpListener, upstream: SocketAddr, shared: Arc<Sh
                     shared.count(|s| s.connections += 1);
                     connections.spawn(serve_connection(client, upstream, Arc::clone(&shared)));
                 }
-                // Out of file descriptors and the like: back off a little.
-                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                // Out of file descriptors and the like: accept again once a
+                // connection has closed and freed its own; with none open
+                // nothing will free one, so the proxy stops (its clients
+                // then see their connections refused, plainly).
+                Err(_) => {
+                    if connections.join_next().await.is_none() {
+                        return;
+                    }
+                }
             },
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }

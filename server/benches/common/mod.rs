@@ -12,26 +12,12 @@ use hisa_server::demo::DemoOptions;
 use hisa_server::seed::seed_demo;
 use hisa_server::server::{prepare, serve_notifying};
 use hisa_server::state::{Config, Services};
+pub use hisa_server::store::Backend;
 use hisa_server::store::{PgStore, SqliteStore, Store};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::Connection;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-impl Backend {
-    pub fn name(self) -> &'static str {
-        match self {
-            Backend::Sqlite => "SQLite",
-            Backend::Postgres => "PostgreSQL",
-        }
-    }
-}
 
 /// A store and what must outlive it or be cleaned up after it.
 pub struct BenchStore {

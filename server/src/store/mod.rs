@@ -5,6 +5,11 @@
 //! The trait speaks in domain rows, not SQL: services above it never know
 //! which database they run on. Writes that must be all-or-nothing (a metadata
 //! import, a batch of data values) are one method each, one transaction each.
+//!
+//! - `sql`: both implementations, stamped from one macro; SQLite's checkpointer.
+//! - `sms`, `approval`: the gateway's, devices' and approvals' tables.
+//! - `write_behind`: a [`DataTx`] holding writes in memory until commit (sync uploads).
+//! - `table_cache`: whole small tables (policies, approvals) kept between writes.
 
 /// ` AND column IN ($1, $2, …)` on a `QueryBuilder`, nothing when `values`
 /// is empty ("any"). A macro, not a function: it serves both databases'
