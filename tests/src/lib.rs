@@ -217,6 +217,23 @@ impl TestServer {
         server
     }
 
+    /// A connection of its own to the server's PostgreSQL schema, for a
+    /// test that plays another instance over the same database; `None` on
+    /// SQLite.
+    pub async fn pg_connection(&self) -> Option<sqlx::PgConnection> {
+        let Reopen::Postgres(schema) = &self.reopen else {
+            return None;
+        };
+        let options = PgConnectOptions::from_str(&pg_url())
+            .expect("pg url")
+            .options([("search_path", schema.as_str())]);
+        Some(
+            sqlx::PgConnection::connect_with(&options)
+                .await
+                .expect("connect pg"),
+        )
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }

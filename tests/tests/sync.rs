@@ -710,6 +710,125 @@ async fn concurrent_uploads_apply_each_form_once(backend: Backend) {
     server.stop().await;
 }
 
+/// Another instance over the same PostgreSQL records a submission id while
+/// this instance's writer holds it in a group: the group's commit loses the
+/// claim, writes nothing, and each upload is written again alone. The form
+/// claimed elsewhere gets the other instance's result and none of its
+/// values are written here; the form beside it is applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_taken_by_another_instance_mid_commit_writes_nothing_twice() {
+    let Some(server) = country(Backend::Postgres).await else {
+        return;
+    };
+    let p = Phone::with_password(&server.base, WORKER).await;
+    let mut other = server.pg_connection().await.expect("a PostgreSQL server");
+    // Outside the other instance's transaction: in one, the activity view
+    // is read once and kept.
+    let mut watch = server.pg_connection().await.expect("a PostgreSQL server");
+    let month = last_month();
+    let before = Period::parse(&month).unwrap().previous().iso();
+    let elsewhere = SubmissionResult {
+        id: "claimed-elsewhere-0001".into(),
+        status: SubmissionStatus::Accepted,
+        duplicate: false,
+        received_at: "2026-11-26T09:59:00Z".into(),
+        future_dated: false,
+        message: Some("applied by the other instance".into()),
+        conflicts: Vec::new(),
+    };
+    // The other instance's claim, not yet committed: this instance's insert
+    // of the same id waits on it.
+    sqlx::query("BEGIN").execute(&mut other).await.unwrap();
+    sqlx::query(
+        "INSERT INTO sync_submission (id, device_uid, user_uid, kind, status, received_at, result, updated_at)
+         VALUES ($1, $2, 'UserChwA101', 'form', 'ACCEPTED', 0, $3, 0)",
+    )
+    .bind(&elsewhere.id)
+    .bind(p.device())
+    .bind(serde_json::to_string(&elsewhere).unwrap())
+    .execute(&mut other)
+    .await
+    .unwrap();
+    let request = UploadRequest {
+        device_time: "2026-11-26T10:00:00Z".into(),
+        pending: 2,
+        submissions: vec![
+            Submission {
+                id: elsewhere.id.clone(),
+                captured_at: None,
+                body: form(&month, "OuFacA10001", 7),
+            },
+            Submission {
+                id: "applied-here-0001".into(),
+                captured_at: None,
+                body: form(&before, "OuFacA10001", 8),
+            },
+        ],
+    };
+    let client = p.client.clone();
+    let upload = tokio::spawn(async move { client.upload(&request).await });
+    // Commit the other claim once this instance's writer waits on it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let blocked: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE pid <> pg_backend_pid() AND wait_event_type = 'Lock'
+               AND query LIKE 'INSERT INTO sync_submission%'",
+        )
+        .fetch_one(&mut watch)
+        .await
+        .unwrap();
+        if blocked > 0 {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            let waits: Vec<(Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
+                "SELECT wait_event_type, wait_event, left(query, 120) FROM pg_stat_activity WHERE state = 'active' AND pid <> pg_backend_pid()",
+            )
+            .fetch_all(&mut watch)
+            .await
+            .unwrap();
+            panic!("the writer never reached the claim: {waits:?}");
+        }
+    }
+    sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+    let response = upload.await.unwrap().unwrap();
+    let [first, second] = &response.results[..] else {
+        panic!("{response:?}");
+    };
+    assert_eq!(first.id, elsewhere.id);
+    assert!(first.duplicate, "{first:?}");
+    assert_eq!(first.status, SubmissionStatus::Accepted);
+    assert_eq!(
+        first.message.as_deref(),
+        Some("applied by the other instance")
+    );
+    assert_eq!(second.status, SubmissionStatus::Accepted, "{second:?}");
+    assert!(!second.duplicate);
+    // Nothing of the form claimed elsewhere was written here.
+    assert_eq!(
+        value(&server, "DeDeaths001", "HllvX50cXC0", &month, "OuFacA10001").await,
+        None
+    );
+    assert_eq!(
+        value(
+            &server,
+            "DeDeaths001",
+            "HllvX50cXC0",
+            &before,
+            "OuFacA10001"
+        )
+        .await,
+        Some("8".into())
+    );
+    let claims: i64 = sqlx::query_scalar("SELECT count(*) FROM sync_submission")
+        .fetch_one(&mut other)
+        .await
+        .unwrap();
+    assert_eq!(claims, 2);
+    server.stop().await;
+}
+
 async fn restart_policy_revoke_and_wipe_reach_the_phone(backend: Backend) {
     let Some(server) = country(backend).await else {
         return;
