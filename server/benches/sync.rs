@@ -30,9 +30,9 @@
 //! bench does assert: every form it sends is accepted, so a rejected form
 //! cannot pass for a fast one (rejections are printed first).
 //!
-//! The demo's own monthly data sets close a month 15 days after it ends and
-//! never open the running month, so from the 16th of every month to its end
-//! no monthly period is open to a health worker. The bench therefore adds one data set of its own (after
+//! The demo's own monthly data sets close a month 45 days after it ends,
+//! and the bench's 1,000 forms go a year back (one month per device of an
+//! account), so the bench adds one data set of its own (after
 //! measuring the metadata package): "Integrated monthly report (bench)", every
 //! element of the three monthly data sets with malaria deaths by age and sex
 //! (exactly 40 fields), no expiry, assigned where the malaria data set is.

@@ -617,13 +617,19 @@ struct DsSpec {
     sections: &'static [(&'static str, &'static [usize])],
 }
 
+/// A month stays open 45 days after it ends: the running month is never
+/// open (`openFuturePeriods` 0), so a shorter expiry would leave weeks
+/// each month with no monthly form a health worker could send; older
+/// months close, as a country's do.
+const MONTHLY_EXPIRY_DAYS: u32 = 45;
+
 const DS_SPECS: [DsSpec; 4] = [
     DsSpec {
         name: "Malaria monthly",
         short: "Malaria monthly",
         code: "DS_MALARIA_MONTHLY",
         period_type: "Monthly",
-        expiry_days: 15,
+        expiry_days: MONTHLY_EXPIRY_DAYS,
         timely_days: 10,
         open_future_periods: 0,
         sections: &[
@@ -640,7 +646,7 @@ const DS_SPECS: [DsSpec; 4] = [
         short: "EPI monthly",
         code: "DS_EPI_MONTHLY",
         period_type: "Monthly",
-        expiry_days: 15,
+        expiry_days: MONTHLY_EXPIRY_DAYS,
         timely_days: 10,
         open_future_periods: 0,
         sections: &[
@@ -661,7 +667,7 @@ const DS_SPECS: [DsSpec; 4] = [
         short: "ANC monthly",
         code: "DS_ANC_MONTHLY",
         period_type: "Monthly",
-        expiry_days: 15,
+        expiry_days: MONTHLY_EXPIRY_DAYS,
         timely_days: 10,
         open_future_periods: 0,
         sections: &[
