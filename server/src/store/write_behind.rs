@@ -169,6 +169,10 @@ impl WriteBehindTx {
         if resolved.is_empty() {
             return Ok(());
         }
+        // In key order: PostgreSQL locks the rows it reads, and groups
+        // committing at once should take shared rows in the same order.
+        resolved.sort_unstable();
+        resolved.dedup();
         for v in self.inner.existing_values(&resolved).await? {
             self.stored.insert(v.key, v);
         }
@@ -244,7 +248,12 @@ impl WriteBehindTx {
     async fn flush(&mut self) -> StoreResult<()> {
         let (fresh, takeovers): (Vec<&Recorded>, Vec<&Recorded>) =
             self.recorded.iter().partition(|r| r.takeover.is_none());
-        let fresh: Vec<RecordedSubmission> = fresh.into_iter().map(|r| r.row.clone()).collect();
+        // Every kind of row is written in key order: two groups committing
+        // at once (PostgreSQL's writer lanes, other instances) then lock
+        // shared rows in the same order and wait for each other instead of
+        // deadlocking.
+        let mut fresh: Vec<RecordedSubmission> = fresh.into_iter().map(|r| r.row.clone()).collect();
+        fresh.sort_by(|a, b| a.claim.id.cmp(&b.claim.id));
         if !fresh.is_empty()
             && self.inner.record_new_submissions(&fresh).await? < fresh.len() as u64
         {
@@ -272,13 +281,14 @@ impl WriteBehindTx {
         if !self.values.is_empty() {
             // One statement may touch a row once: the last write of a key wins.
             let last = index_values(&self.values);
-            let writes: Vec<DataValueWrite> = self
+            let mut writes: Vec<DataValueWrite> = self
                 .values
                 .iter()
                 .enumerate()
                 .filter(|(i, w)| last.get(&w.key()) == Some(i))
                 .map(|(_, w)| w.clone())
                 .collect();
+            writes.sort_by_key(DataValueWrite::key);
             self.inner.put_values(&writes).await?;
         }
         if !self.audits.is_empty() {
@@ -289,13 +299,14 @@ impl WriteBehindTx {
             for (i, (c, _)) in self.completions.iter().enumerate() {
                 last.insert(completion_key(c), i);
             }
-            let rows: Vec<(CompletionWrite, bool)> = self
+            let mut rows: Vec<(CompletionWrite, bool)> = self
                 .completions
                 .iter()
                 .enumerate()
                 .filter(|(i, (c, _))| last.get(&completion_key(c)) == Some(i))
                 .map(|(_, row)| row.clone())
                 .collect();
+            rows.sort_by_key(|(c, _)| completion_key(c));
             self.inner.put_completions(&rows).await?;
         }
         if !self.completion_audits.is_empty() {
@@ -323,6 +334,7 @@ impl WriteBehindTx {
                 }),
             }
         }
+        touches.sort_by(|a, b| a.uid.cmp(&b.uid));
         for t in &touches {
             self.inner
                 .touch_device(
