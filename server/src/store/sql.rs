@@ -1563,3 +1563,33 @@ impl_store!(
     put_values_pg,
     put_audits_pg
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// "Accepted" must survive a power cut: every connection that writes
+    /// syncs each commit (FULL = 2), and the writer leaves checkpoints to
+    /// the checkpointer.
+    #[tokio::test]
+    async fn sqlite_commits_are_synced_and_the_writer_never_checkpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hisa.db");
+        let store = SqliteStore::open(path.to_str().unwrap()).await.unwrap();
+        let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&store.writer)
+            .await
+            .unwrap();
+        assert_eq!(synchronous, 2);
+        let autocheckpoint: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint")
+            .fetch_one(&store.writer)
+            .await
+            .unwrap();
+        assert_eq!(autocheckpoint, 0);
+        let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&store.writer)
+            .await
+            .unwrap();
+        assert_eq!(journal, "wal");
+    }
+}
