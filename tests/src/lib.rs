@@ -217,6 +217,22 @@ impl TestServer {
         server
     }
 
+    /// A second instance over the same PostgreSQL schema, on an address of
+    /// its own, as a national deployment runs several behind a balancer;
+    /// `None` on SQLite (one writing process per file).
+    pub async fn beside(&self) -> Option<TestServer> {
+        let Reopen::Postgres(_) = &self.reopen else {
+            return None;
+        };
+        let store = self.reopen.open().await;
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let options = StartOptions {
+            config: self.config.clone(),
+            demo_facilities: None,
+        };
+        Some(Self::launch(store, None, self.reopen.clone(), listener, options).await)
+    }
+
     /// A connection of its own to the server's PostgreSQL schema, for a
     /// test that plays another instance over the same database; `None` on
     /// SQLite.

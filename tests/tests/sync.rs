@@ -829,6 +829,111 @@ async fn a_claim_taken_by_another_instance_mid_commit_writes_nothing_twice() {
     server.stop().await;
 }
 
+/// Two instances over one PostgreSQL, as behind a balancer: a phone's
+/// retries reach either, overlapping uploads go to both at once, and every
+/// form is applied exactly once; a device revoked through one is refused
+/// by the other at its next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_over_one_database_apply_each_form_once() {
+    let Some(first) = country(Backend::Postgres).await else {
+        return;
+    };
+    let second = first.beside().await.expect("a PostgreSQL server");
+    let p = Phone::with_password(&first.base, WORKER).await;
+    let mut period = Period::parse(&last_month()).unwrap();
+    let mut submissions = Vec::new();
+    for i in 0..15u32 {
+        submissions.push(Submission {
+            id: format!("two-instances-{i:04}"),
+            captured_at: None,
+            body: form(&period.iso(), "OuFacA10001", i),
+        });
+        period = period.previous();
+    }
+    // Ten uploads at once, windows of six forms, alternating instances.
+    let uploads: Vec<_> = (0..10)
+        .map(|k| {
+            let request = UploadRequest {
+                device_time: "2026-11-26T10:00:00Z".into(),
+                pending: 6,
+                submissions: submissions[k..k + 6].to_vec(),
+            };
+            let base = if k % 2 == 0 {
+                &first.base
+            } else {
+                &second.base
+            };
+            let client = p.client.clone().at(base);
+            tokio::spawn(async move { client.upload(&request).await })
+        })
+        .collect();
+    let mut applied = std::collections::BTreeMap::<String, usize>::new();
+    for upload in uploads {
+        let response = upload.await.unwrap().unwrap();
+        assert_eq!(response.results.len(), 6);
+        for r in response.results {
+            // Another instance's request may still hold the id: the phone
+            // asks again, as its outbox does.
+            if r.status == SubmissionStatus::InProgress {
+                applied.entry(r.id).or_default();
+                continue;
+            }
+            assert_eq!(r.status, SubmissionStatus::Accepted, "{r:?}");
+            *applied.entry(r.id).or_default() += usize::from(!r.duplicate);
+        }
+    }
+    assert_eq!(applied.len(), 15, "{applied:?}");
+    // Every id once more through the other instance: all final, none new.
+    let again = p
+        .client
+        .clone()
+        .at(&second.base)
+        .upload(&UploadRequest {
+            device_time: "2026-11-26T10:01:00Z".into(),
+            pending: 15,
+            submissions: submissions.clone(),
+        })
+        .await
+        .unwrap();
+    for r in again.results {
+        assert_eq!(r.status, SubmissionStatus::Accepted, "{r:?}");
+        assert!(r.duplicate, "{r:?}");
+    }
+    assert!(applied.values().all(|n| *n <= 1), "{applied:?}");
+    let mut period = Period::parse(&last_month()).unwrap();
+    for i in 0..15u32 {
+        assert_eq!(
+            value(
+                &second,
+                "DeDeaths001",
+                "HllvX50cXC0",
+                &period.iso(),
+                "OuFacA10001"
+            )
+            .await,
+            Some(i.to_string()),
+            "{period}"
+        );
+        period = period.previous();
+    }
+    // Revoked through the first, refused by the second at once.
+    let r = first
+        .client()
+        .post(first.url(&format!("/api/devices/{}/revoke", p.device())))
+        .basic_auth(ADMIN.0, Some(ADMIN.1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let refused = p.client.clone().at(&second.base).download().await;
+    assert!(
+        matches!(refused, Err(SyncError::Unauthorized)),
+        "{refused:?}"
+    );
+    second.stop().await;
+    first.stop().await;
+}
+
 async fn restart_policy_revoke_and_wipe_reach_the_phone(backend: Backend) {
     let Some(server) = country(backend).await else {
         return;
