@@ -665,6 +665,49 @@ async fn cut_links_land_every_submission_exactly_once(backend: Backend) {
     server.stop().await;
 }
 
+/// Forms of the facility for `n` months back from last month, with ids
+/// `{prefix}-0000` on; form `i` reports `i` deaths.
+fn monthly_forms(prefix: &str, n: u32) -> Vec<Submission> {
+    let mut period = Period::parse(&last_month()).unwrap();
+    let mut submissions = Vec::new();
+    for i in 0..n {
+        submissions.push(Submission {
+            id: format!("{prefix}-{i:04}"),
+            captured_at: None,
+            body: form(&period.iso(), "OuFacA10001", i),
+        });
+        period = period.previous();
+    }
+    submissions
+}
+
+/// `uploads` uploads at once, upload `k` the window of six forms from
+/// `k`, sent by `client(k)`; their answers, each checked to hold six results.
+async fn upload_windows(
+    submissions: &[Submission],
+    uploads: usize,
+    client: impl Fn(usize) -> SyncClient,
+) -> Vec<UploadResponse> {
+    let sent: Vec<_> = (0..uploads)
+        .map(|k| {
+            let request = UploadRequest {
+                device_time: "2026-11-26T10:00:00Z".into(),
+                pending: 6,
+                submissions: submissions[k..k + 6].to_vec(),
+            };
+            let client = client(k);
+            tokio::spawn(async move { client.upload(&request).await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for upload in sent {
+        let response = upload.await.unwrap().unwrap();
+        assert_eq!(response.results.len(), 6);
+        answers.push(response);
+    }
+    answers
+}
+
 /// Uploads overlapping in time and in content, as retries of a batch whose
 /// answer was lost can be: each form is applied by exactly one of them, and
 /// every other gets its result as a duplicate (never `IN_PROGRESS`, as a
@@ -674,32 +717,11 @@ async fn concurrent_uploads_apply_each_form_once(backend: Backend) {
         return;
     };
     let p = Phone::with_password(&server.base, WORKER).await;
-    let mut period = Period::parse(&last_month()).unwrap();
-    let mut submissions = Vec::new();
-    for i in 0..13u32 {
-        submissions.push(Submission {
-            id: format!("concurrent-form-{i:04}"),
-            captured_at: None,
-            body: form(&period.iso(), "OuFacA10001", i),
-        });
-        period = period.previous();
-    }
+    let submissions = monthly_forms("concurrent-form", 13);
     // Eight uploads at once, each a window of six forms, in the same order.
-    let uploads: Vec<_> = (0..8)
-        .map(|k| {
-            let request = UploadRequest {
-                device_time: "2026-11-26T10:00:00Z".into(),
-                pending: 6,
-                submissions: submissions[k..k + 6].to_vec(),
-            };
-            let client = p.client.clone();
-            tokio::spawn(async move { client.upload(&request).await })
-        })
-        .collect();
+    let uploads = upload_windows(&submissions, 8, |_| p.client.clone()).await;
     let mut applied = std::collections::BTreeMap::<String, usize>::new();
-    for upload in uploads {
-        let response = upload.await.unwrap().unwrap();
-        assert_eq!(response.results.len(), 6);
+    for response in uploads {
         for r in response.results {
             assert_eq!(r.status, SubmissionStatus::Accepted, "{r:?}");
             *applied.entry(r.id).or_default() += usize::from(!r.duplicate);
@@ -840,37 +862,19 @@ async fn two_instances_over_one_database_apply_each_form_once() {
     };
     let second = first.beside().await.expect("a PostgreSQL server");
     let p = Phone::with_password(&first.base, WORKER).await;
-    let mut period = Period::parse(&last_month()).unwrap();
-    let mut submissions = Vec::new();
-    for i in 0..15u32 {
-        submissions.push(Submission {
-            id: format!("two-instances-{i:04}"),
-            captured_at: None,
-            body: form(&period.iso(), "OuFacA10001", i),
-        });
-        period = period.previous();
-    }
+    let submissions = monthly_forms("two-instances", 15);
     // Ten uploads at once, windows of six forms, alternating instances.
-    let uploads: Vec<_> = (0..10)
-        .map(|k| {
-            let request = UploadRequest {
-                device_time: "2026-11-26T10:00:00Z".into(),
-                pending: 6,
-                submissions: submissions[k..k + 6].to_vec(),
-            };
-            let base = if k % 2 == 0 {
-                &first.base
-            } else {
-                &second.base
-            };
-            let client = p.client.clone().at(base);
-            tokio::spawn(async move { client.upload(&request).await })
-        })
-        .collect();
+    let uploads = upload_windows(&submissions, 10, |k| {
+        let base = if k % 2 == 0 {
+            &first.base
+        } else {
+            &second.base
+        };
+        p.client.clone().at(base)
+    })
+    .await;
     let mut applied = std::collections::BTreeMap::<String, usize>::new();
-    for upload in uploads {
-        let response = upload.await.unwrap().unwrap();
-        assert_eq!(response.results.len(), 6);
+    for response in uploads {
         for r in response.results {
             // Another instance's request may still hold the id: the phone
             // asks again, as its outbox does.
